@@ -1,0 +1,209 @@
+"""Realistic synthetic summaries that conform to `schema.SHARD_SCHEMA`.
+
+Tests for tables, figures, report, archive and compare build their input here, so
+they run in seconds without torch or a GPU. Timing columns are derived from drawn
+per-iteration latencies exactly as a real cell would derive them, so noise-aware
+code sees consistent medians, CIs and cvs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from inferbench import schema
+
+MODEL = "resnet50"
+BACKENDS = ("pytorch", "torchscript", "onnxruntime", "torch_tensorrt", "torch_compile")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+# Relative speed per image (lower is faster): roughly the shape of real H200 numbers.
+BACKEND_COST = {"pytorch": 1.0, "torchscript": 0.9, "onnxruntime": 0.95, "torch_tensorrt": 0.5, "torch_compile": 0.7}
+PRECISION_COST = {"fp32": 1.0, "fp16": 0.55, "bf16": 0.6}
+GPU_IMAGE_MS_224 = 0.05  # fp32 eager resnet50 per image at 224 px, saturated
+CPU_IMAGE_MS_224 = 8.0
+LAUNCH_MS = {"cuda": 1.5, "cpu": 2.0}
+HOST_COPY_FACTOR = 1.35  # io=host adds the copies to the timed window
+GPU_MEMORY_LIMIT_MB = 15_000.0  # a small card, so the largest pytorch fp32 cell runs out
+
+SKIP_REASONS = {
+    "torch_tensorrt": "torch_tensorrt not importable: TensorRT libraries are not installed",
+    "cpu_half": "fp16/bf16 on cpu is not a supported configuration",
+    "onnxruntime_bf16": "onnxruntime CUDA execution provider has no bf16 Conv kernel",
+}
+ERROR_REASON = "InductorError: bf16 convolution lowering failed (synthetic)"
+
+
+def _stats_from_latencies(lat_ms: np.ndarray, batch_size: int) -> dict:
+    """The timing columns a real cell derives from its iterations."""
+    n = len(lat_ms)
+    ordered = np.sort(lat_ms)
+    median = float(np.median(ordered))
+    half = 1.96 * math.sqrt(n) / 2.0
+    lo = max(int(math.floor(n / 2 - half)), 0)
+    hi = min(int(math.ceil(n / 2 + half)), n - 1)
+    mean = float(ordered.mean())
+    std = float(ordered.std(ddof=1))
+    return {
+        "n_iters": n,
+        "latency_ms_mean": mean,
+        "latency_ms_median": median,
+        "latency_ms_p90": float(np.percentile(ordered, 90)),
+        "latency_ms_p99": float(np.percentile(ordered, 99)),
+        "latency_ms_min": float(ordered[0]),
+        "latency_ms_max": float(ordered[-1]),
+        "latency_ms_std": std,
+        "latency_cv": std / mean,
+        "latency_ms_median_ci95_low": float(ordered[lo]),
+        "latency_ms_median_ci95_high": float(ordered[hi]),
+        "throughput_ips": batch_size * 1000.0 / median,
+        "timed_s": float(ordered.sum()) / 1000.0,
+        "latencies_ms": [float(x) for x in lat_ms],
+    }
+
+
+def _outcome(backend: str, precision: str, device: str) -> tuple[str, str]:
+    if backend == "torch_tensorrt":
+        return "skipped", SKIP_REASONS["torch_tensorrt"]
+    if device == "cpu" and precision != "fp32":
+        return "skipped", SKIP_REASONS["cpu_half"]
+    if backend == "onnxruntime" and precision == "bf16":
+        return "skipped", SKIP_REASONS["onnxruntime_bf16"]
+    if backend == "torch_compile" and precision == "bf16":
+        return "error", ERROR_REASON
+    return "ok", ""
+
+
+def _environment(run_id: str) -> dict:
+    return {
+        "run_id": run_id,
+        "timestamp_utc": "2026-11-28T12:00:00Z",
+        "hostname": "h200-node-1",
+        "cpu_model": "Intel Xeon Platinum 8480+",
+        "num_threads": 16,
+        "python_version": "3.12.3",
+        "torch_version": "2.11.0+cu130",
+        "torchvision_version": "0.26.0",
+        "onnx_version": "1.19.0",
+        "onnxruntime_version": "1.31.1",
+        "inferbench_version": "0.1.0",
+        "git_commit": "0123456789abcdef0123456789abcdef01234567",
+        "config_sha256": "f" * 64,
+        "container_image": "ghcr.io/example/inferbench:0.1.0",
+        "gpu_name": "NVIDIA H200",
+        "gpu_uuid": "GPU-00000000-1111-2222-3333-444444444444",
+        "gpu_index": 0,
+        "driver_version": "580.65.06",
+        "cuda_version": "13.0",
+        "cudnn_version": "91200",
+        "torch_tensorrt_version": None,
+        "tensorrt_version": None,
+        "seed": 0,
+        "weights": "random",
+        "measurement": json.dumps({"n_warmup": 10, "n_iters": 50, "timer": "cuda_event"}),
+    }
+
+
+def _cell_row(rng, key: dict, run_id: str, n_iters: int, noisy: bool, jitter_rel: float) -> dict:
+    row = schema.empty_row()
+    row.update(key)
+    row.update(_environment(run_id))
+    backend, precision, device = key["backend"], key["precision"], key["device"]
+    bs, res = key["batch_size"], key["resolution"]
+    row["backend_options"] = json.dumps({"channels_last": True})
+    row["status"], row["reason"] = _outcome(backend, precision, device)
+    row["timer"] = "cuda_event" if device == "cuda" else "perf_counter"
+    row["n_warmup"] = 10
+    if device == "cpu":
+        row["gpu_name"] = None
+    pixels_rel = (res / 224.0) ** 2
+    activation_mb = 0.012 * bs * res * res / 1000.0 * PRECISION_COST[precision] * 100
+    gpu_mem_mb = 400.0 + activation_mb * (1.0 if backend != "pytorch" else 1.6)
+    if device == "cuda" and row["status"] == "ok" and gpu_mem_mb > GPU_MEMORY_LIMIT_MB:
+        row["status"], row["reason"] = "oom", f"CUDA out of memory: tried to allocate {gpu_mem_mb:.0f} MB"
+    if row["status"] != "ok":
+        return row
+    per_image_ms = (GPU_IMAGE_MS_224 if device == "cuda" else CPU_IMAGE_MS_224) * pixels_rel
+    per_image_ms *= BACKEND_COST[backend] * PRECISION_COST[precision]
+    median_ms = LAUNCH_MS[device] + bs * per_image_ms
+    if key["io"] == "host":
+        median_ms *= HOST_COPY_FACTOR
+    median_ms *= 1.0 + rng.normal(0.0, jitter_rel)  # run-to-run drift
+    cv = 0.15 if noisy else 0.01
+    lat = median_ms * rng.lognormal(0.0, cv, size=n_iters)
+    row.update(_stats_from_latencies(lat, bs))
+    row["load_s"] = 1.2
+    row["compile_s"] = 20.0 if backend == "torch_compile" else 0.0
+    row["first_run_ms"] = median_ms * 40
+    row["export_s"] = 3.0 if backend in ("onnxruntime", "torchscript") else None
+    row["host_rss_peak_mb"] = 2500.0 + 0.2 * activation_mb
+    row["gpu_mem_peak_mb"] = gpu_mem_mb if device == "cuda" else None
+    row["torch_alloc_peak_mb"] = gpu_mem_mb * 0.8 if device == "cuda" and backend != "onnxruntime" else None
+    if device == "cuda":
+        row["power_w_mean"] = 450.0 * PRECISION_COST[precision] ** 0.3
+        row["energy_j_per_image"] = row["power_w_mean"] / row["throughput_ips"]
+        row["sm_clock_mhz_start"], row["sm_clock_mhz_end"] = 1980.0, 1965.0
+        row["gpu_temp_c_start"], row["gpu_temp_c_end"] = 41.0, 55.0
+        row["throttle_reasons_start"] = row["throttle_reasons_end"] = "none"
+    half = precision != "fp32"
+    row["max_abs_err"] = 0.0 if (backend, precision) == ("pytorch", "fp32") else (2e-2 if half else 3e-5)
+    row["mean_abs_err"] = row["max_abs_err"] / 10
+    row["top1_agreement"] = 1.0 if not half else (0.98 if precision == "bf16" else 0.995)
+    row["reference_device"] = device
+    return row
+
+
+def cell_keys(resolutions=(224, 384), batch_sizes=(1, 8, 64), devices=("cuda", "cpu"), io_modes=("device",)):
+    """Every cell of a sweep, in a stable order."""
+    keys = []
+    for device in devices:
+        for backend in BACKENDS:
+            for precision in PRECISIONS:
+                for io in io_modes:
+                    for res in resolutions:
+                        for bs in batch_sizes:
+                            keys.append(dict(model=MODEL, backend=backend, precision=precision, device=device,
+                                             io=io, resolution=res, batch_size=bs))
+    return keys
+
+
+def synthetic_summary(seed: int = 0, run_id: str = "run-a", n_iters: int = 50, jitter_rel: float = 0.005,
+                      noisy_cells: int = 1, **sweep) -> pd.DataFrame:
+    """A summary with ok, skipped, oom, error and noisy cells; same seed -> same frame."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    noisy_left = noisy_cells
+    for key in cell_keys(**sweep):
+        is_noisy = noisy_left > 0 and key["backend"] == "torchscript" and key["precision"] == "fp32" \
+            and key["device"] == "cuda" and key["batch_size"] == 1
+        noisy_left -= int(is_noisy)
+        rows.append(_cell_row(rng, key, run_id, n_iters, is_noisy, jitter_rel))
+    return conform(pd.DataFrame(rows, columns=schema.COLUMN_NAMES))
+
+
+def conform(df: pd.DataFrame) -> pd.DataFrame:
+    """Round-trip through Arrow with SHARD_SCHEMA, so dtypes match a real summary."""
+    table = pa.Table.from_pandas(df[schema.COLUMN_NAMES], schema=schema.SHARD_SCHEMA, preserve_index=False)
+    return table.to_pandas()
+
+
+def write_summary(df: pd.DataFrame, path) -> None:
+    table = pa.Table.from_pandas(df[schema.COLUMN_NAMES], schema=schema.SHARD_SCHEMA, preserve_index=False)
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path)
+
+
+def slowed(df: pd.DataFrame, factor: float, mask=None) -> pd.DataFrame:
+    """Every ok cell (or those in `mask`) with latencies multiplied by `factor`, stats recomputed."""
+    out = df.copy()
+    mask = (out["status"] == "ok") if mask is None else (mask & (out["status"] == "ok"))
+    for idx in out.index[mask]:
+        lat = np.asarray(out.at[idx, "latencies_ms"], dtype=float) * factor
+        for col, value in _stats_from_latencies(lat, int(out.at[idx, "batch_size"])).items():
+            out.at[idx, col] = value
+    return conform(out)

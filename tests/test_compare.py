@@ -1,0 +1,65 @@
+"""Compare: a jittered rerun is within noise; a 20% slower run is flagged and fails the gate."""
+
+import pytest
+
+from inferbench import archive, cli, compare
+from synthetic import slowed, synthetic_summary, write_summary
+
+
+@pytest.fixture(scope="module")
+def old():
+    return synthetic_summary(seed=0, run_id="run-a", batch_sizes=(1, 8))
+
+
+def test_jittered_rerun_is_within_noise(old):
+    rerun = synthetic_summary(seed=7, run_id="run-b", batch_sizes=(1, 8), jitter_rel=0.01)
+    table, counts = compare.compare(old, rerun)
+    assert len(table) == (old["status"] == "ok").sum()
+    assert set(table["verdict"]) == {"within noise"}
+    assert not compare.has_regression(table, counts)
+
+
+def test_twenty_percent_slower_cells_are_flagged(old):
+    mask = (old["backend"] == "onnxruntime") & (old["device"] == "cuda")
+    new = slowed(old, 1.2, mask)
+    table, counts = compare.compare(old, new)
+    slower = table[table["verdict"] == "slower"]
+    assert len(slower) == (mask & (old["status"] == "ok")).sum()
+    assert slower["cell"].str.contains("onnxruntime").all()
+    assert slower["latency_change_pct"].round(1).eq(20.0).all()
+    assert compare.has_regression(table, counts)
+
+
+def test_faster_is_not_a_regression(old):
+    table, counts = compare.compare(old, slowed(old, 1 / 1.25))
+    assert set(table["verdict"]) == {"faster"}
+    assert not compare.has_regression(table, counts)
+
+
+def test_noisy_cell_needs_a_bigger_change():
+    noisy = [10.0, 13.0, 8.0, 11.0, 9.5, 12.0, 7.5, 10.5, 9.0, 11.5] * 3
+    steady = [10.0, 10.1, 9.9, 10.05, 9.95] * 6
+    assert compare.median_ci_rel_halfwidth_from_samples(noisy) > 5 * compare.median_ci_rel_halfwidth_from_samples(steady)
+    assert compare.verdict(1.08, compare.DEFAULT_FLOOR_PCT / 100) == "slower"
+    assert compare.verdict(1.08, 0.15) == "within noise"
+
+
+def test_ok_to_error_counts_as_regression(old):
+    new = old.copy()
+    i = new.index[(new["status"] == "ok")][0]
+    new.loc[i, "status"], new.loc[i, "reason"] = "error", "boom"
+    table, counts = compare.compare(old, new)
+    assert counts["broke"] == 1 and compare.has_regression(table, counts)
+
+
+def test_cli_accepts_archive_folder_and_parquet(tmp_path, old, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    write_summary(old, results / "summary.parquet")
+    arch, _ = archive.write_archive(results, tmp_path / "old.tar.gz")
+    write_summary(slowed(old, 1.2), tmp_path / "slow.parquet")
+    assert cli.main(["compare", str(arch), str(results), "--fail-on-regression"]) == 0
+    assert "0 slower" in capsys.readouterr().out
+    assert cli.main(["compare", str(arch), str(tmp_path / "slow.parquet"), "--fail-on-regression"]) == 1
+    assert "regression" in capsys.readouterr().out
+    assert cli.main(["compare", str(arch), str(tmp_path / "nothing")]) == 2

@@ -1,0 +1,50 @@
+"""Figures: every expected PNG written, and empty data gives a note instead of a crash."""
+
+import pytest
+from matplotlib import image as mpimg
+
+from inferbench import cli, figures
+from synthetic import synthetic_summary, write_summary
+
+EXPECTED = ["224.png", "384.png", "latency_224.png", "latency_384.png", "gpu_memory_224.png",
+            "gpu_memory_384.png", "speedup_heatmap.png", "throughput_vs_memory.png", "scaling.png"]
+
+
+@pytest.fixture(scope="module")
+def summary():
+    return synthetic_summary(batch_sizes=(1, 8))
+
+
+def test_all_figures_are_written_as_real_pngs(tmp_path, summary):
+    write_summary(summary, tmp_path / "s.parquet")
+    assert cli.main(["figures", "--summary", str(tmp_path / "s.parquet"), "--outdir", str(tmp_path / "f")]) == 0
+    for name in EXPECTED:
+        img = mpimg.imread(tmp_path / "f" / name)
+        assert img.shape[0] > 200 and img.shape[1] > 400, name
+
+
+def test_resolution_flag_writes_only_that_throughput_figure(tmp_path, summary):
+    write_summary(summary, tmp_path / "s.parquet")
+    assert cli.main(["figures", "--summary", str(tmp_path / "s.parquet"), "--outdir", str(tmp_path / "f"),
+                     "--resolution", "384"]) == 0
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["384.png"]
+
+
+def test_all_skipped_gives_a_note_figure(tmp_path):
+    df = synthetic_summary(devices=("cuda",), batch_sizes=(1,), resolutions=(224,))
+    df["status"], df["reason"] = "skipped", "no GPU"
+    for path in figures.write_figures(df, tmp_path):
+        assert path.is_file()
+
+
+def test_cpu_only_memory_figure_says_host_rss(tmp_path):
+    df = synthetic_summary(devices=("cpu",), batch_sizes=(1, 8), resolutions=(224,))
+    path = figures.plot_gpu_memory(figures.prepared(df), 224, tmp_path / "m.png")
+    assert path.is_file()
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    import numpy as np
+    mem = np.array([100.0, 200.0, 150.0, 300.0])
+    ips = np.array([10.0, 30.0, 5.0, 25.0])
+    assert sorted(figures.pareto_front(mem, ips).tolist()) == [0, 1]

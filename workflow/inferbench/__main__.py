@@ -1,0 +1,5 @@
+import sys
+
+from inferbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,177 @@
+"""Pack a finished run into one verifiable .tar.gz, and check such an archive later.
+
+Layout inside the archive (all under one top folder `inferbench-<run_id>/`):
+    MANIFEST.json        format, run id, and sha256 + size of every other file
+    environment.json     the environment columns of every cell (and those all cells share)
+    summary.parquet, shards/..., tables/..., figures/..., logs/..., report.html, report.md,
+    config.resolved.yaml (when the run left one)
+
+The archive is deterministic: same files in, same bytes out (sorted members, zeroed
+times and owners), so two archives of one run compare equal by checksum.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+
+from inferbench import schema
+from inferbench.errors import UserError
+
+FORMAT = "inferbench-archive/1"
+MANIFEST = "MANIFEST.json"
+ENVIRONMENT = "environment.json"
+SUMMARY = "summary.parquet"
+
+# What a run's results folder contributes; paths relative to it. Model artifacts
+# (exports, engines) are left out on purpose: large, and rebuilt from the config.
+INCLUDED_PATTERNS = [
+    SUMMARY, "**/*.parquet", "shards/**/*", "tables/**/*", "figures/**/*",
+    "logs/**/*", "report.html", "report.md", "config.resolved.yaml",
+]
+EXCLUDED_DIRS = {"archive"}
+
+ENVIRONMENT_COLUMNS = [name for name, _ in schema.ENVIRONMENT]
+
+
+# ---------------------------------------------------------------- naming
+
+
+def run_id_of(summary: pd.DataFrame) -> str:
+    """The summary's run id; several runs aggregated together get a stable hash of their ids."""
+    ids = sorted(str(x) for x in summary["run_id"].dropna().unique() if str(x))
+    if not ids:
+        raise UserError("the summary has no run_id; pass --run-id")
+    if len(ids) == 1:
+        return safe_name(ids[0])
+    return "multi-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
+
+
+# ---------------------------------------------------------------- collecting
+
+
+def collect_files(results_dir: Path) -> list[Path]:
+    """The result files to archive, relative to results_dir, sorted."""
+    found = set()
+    for pattern in INCLUDED_PATTERNS:
+        for path in results_dir.glob(pattern):
+            rel = path.relative_to(results_dir)
+            if path.is_file() and rel.parts[0] not in EXCLUDED_DIRS:
+                found.add(rel)
+    return sorted(found, key=lambda p: p.as_posix())
+
+
+def environment_document(summary: pd.DataFrame) -> dict:
+    """Every cell's environment; values every cell shares are also lifted into `common`."""
+    cols = [c for c in schema.CELL_KEY + ENVIRONMENT_COLUMNS if c in summary.columns]
+    cells = json.loads(summary[cols].to_json(orient="records"))
+    common = {c: cells[0][c] for c in ENVIRONMENT_COLUMNS if c in summary.columns and cells
+              and all(cell[c] == cells[0][c] for cell in cells)}
+    return {"common": common, "cells": cells}
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def manifest_document(run_id: str, contents: dict[str, bytes]) -> dict:
+    return {
+        "format": FORMAT,
+        "run_id": run_id,
+        "files": {name: {"sha256": sha256_bytes(data), "bytes": len(data)} for name, data in sorted(contents.items())},
+    }
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = 0  # deterministic archives: times live in the data, not the tar headers
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_archive(results_dir, out_path, run_id: str | None = None) -> tuple[Path, dict]:
+    """Packs results_dir into out_path; returns the path and the manifest."""
+    results_dir = Path(results_dir)
+    summary_path = results_dir / SUMMARY
+    if not summary_path.is_file():
+        raise UserError(f"{summary_path} not found: archive needs a results folder with {SUMMARY}")
+    summary = pd.read_parquet(summary_path)
+    run_id = safe_name(run_id) if run_id else run_id_of(summary)
+    out_text = str(out_path).replace("{run_id}", run_id)
+    out_path = Path(out_text)
+    if out_path.is_dir() or out_text.endswith(("/", "\\")):
+        out_path = out_path / f"inferbench-{run_id}.tar.gz"
+    contents = {p.as_posix(): (results_dir / p).read_bytes() for p in collect_files(results_dir)}
+    contents[ENVIRONMENT] = json.dumps(environment_document(summary), indent=1, sort_keys=True).encode()
+    manifest = manifest_document(run_id, contents)
+    top = f"inferbench-{run_id}"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".partial")
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add(tar, f"{top}/{MANIFEST}", json.dumps(manifest, indent=1, sort_keys=True).encode())
+        for name in sorted(contents):
+            _add(tar, f"{top}/{name}", contents[name])
+    tmp.replace(out_path)  # a half-written archive never carries the final name
+    return out_path, manifest
+
+
+# ---------------------------------------------------------------- reading and verifying
+
+
+def read_members(archive_path) -> dict[str, bytes]:
+    """Every regular file in the archive, keyed by its path below the top folder."""
+    archive_path = Path(archive_path)
+    if not archive_path.is_file():
+        raise UserError(f"archive not found: {archive_path}")
+    members = {}
+    try:
+        with tarfile.open(archive_path, "r:*") as tar:
+            for info in tar.getmembers():
+                if not info.isfile():
+                    continue
+                parts = Path(info.name).parts
+                if info.name.startswith("/") or ".." in parts or len(parts) < 2:
+                    raise UserError(f"{archive_path}: unsafe or unexpected member path {info.name!r}")
+                members[Path(*parts[1:]).as_posix()] = tar.extractfile(info).read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise UserError(f"{archive_path} is not a readable .tar.gz: {exc}") from exc
+    return members
+
+
+def verify_members(members: dict[str, bytes]) -> dict[str, list[str]]:
+    """{"changed": [...], "missing": [...], "extra": [...]} against the archive's own manifest."""
+    if MANIFEST not in members:
+        raise UserError(f"no {MANIFEST} in the archive: it was not written by `inferbench archive`")
+    try:
+        listed = json.loads(members[MANIFEST])["files"]
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"{MANIFEST} is not valid: {exc}") from exc
+    present = {name for name in members if name != MANIFEST}
+    return {
+        "changed": sorted(n for n in present & set(listed) if sha256_bytes(members[n]) != listed[n]["sha256"]),
+        "missing": sorted(set(listed) - present),
+        "extra": sorted(present - set(listed)),
+    }
+
+
+def read_summary_from_archive(archive_path) -> pd.DataFrame:
+    members = read_members(archive_path)
+    if SUMMARY not in members:
+        raise UserError(f"{archive_path} holds no {SUMMARY}")
+    return pd.read_parquet(io.BytesIO(members[SUMMARY]))

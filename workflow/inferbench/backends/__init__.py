@@ -1,0 +1,29 @@
+"""Backend registry. A backend is one module in this package; adding one means adding
+its module, its name here and a block under `backends:` in the config.
+
+Importing this package is cheap: backend modules import torch and friends lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+# name in the config -> module in this package
+KNOWN_BACKENDS = {
+    "pytorch": "pytorch_eager",
+    "torchscript": "torchscript",
+    "onnxruntime": "onnxruntime_backend",
+    "torch_tensorrt": "torch_tensorrt_backend",
+    "torch_compile": "torch_compile",
+}
+
+
+def load_backend(name: str) -> ModuleType:
+    return importlib.import_module(f"inferbench.backends.{KNOWN_BACKENDS[name]}")
+
+
+def source_file(name: str) -> Path:
+    """The backend's source, listed as a rule input so that editing it reruns its jobs."""
+    return Path(__file__).resolve().parent / f"{KNOWN_BACKENDS[name]}.py"

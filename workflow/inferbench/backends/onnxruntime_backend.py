@@ -1,0 +1,157 @@
+"""ONNX Runtime: the exported ONNX graph (fp32, or a real fp16 graph) on the CPU or CUDA provider.
+
+On CUDA the input and output are bound to GPU-resident torch tensors (I/O binding), so the
+timed window holds no numpy round trip; ORT runs on PyTorch's current stream, so the harness's
+CUDA events bracket its kernels exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from inferbench.backends.base import Runner, Skip, parse_dataclass, torch_dtype
+from inferbench.errors import UserError
+
+ARTIFACT_SUFFIX = ".onnx"
+PROVIDERS = ("cuda", "tensorrt")
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+@dataclass
+class Options:
+    opset: int = 17
+    cuda_provider: str = "cuda"  # or "tensorrt": ORT's TensorRT provider, detected by creating a session
+    cuda_provider_options: dict = field(default_factory=lambda: {"cudnn_conv_algo_search": "EXHAUSTIVE"})
+    graph_optimization_level: str = "all"
+    io_binding: bool = True  # bind GPU buffers; False times the numpy path (copies included)
+
+    def check(self):
+        if self.cuda_provider not in PROVIDERS:
+            raise UserError(f"option 'cuda_provider' must be one of {', '.join(PROVIDERS)}, got {self.cuda_provider!r}")
+        if self.graph_optimization_level not in OPT_LEVELS:
+            raise UserError(f"option 'graph_optimization_level' must be one of {', '.join(OPT_LEVELS)}")
+
+
+def parse_options(raw):
+    return parse_dataclass(Options, raw)
+
+
+def artifact_key(cell, options):
+    # Spatial size fixed per file (lets ORT plan memory and fuse), batch axis dynamic.
+    return {"precision": cell.precision, "resolution": cell.resolution, "opset": options.opset}
+
+
+def unsupported(cell, options):
+    if cell.precision == "bf16":
+        return "bf16 ONNX graphs are not produced: ONNX Runtime has no bf16 convolution kernels on CPU or CUDA"
+    return None
+
+
+def export(spec, options, out_path) -> dict:
+    """Export with a dynamic batch axis. fp16 exports the half-precision model itself, so every
+    initializer, the input and the output are float16 (a graph that computes in fp16)."""
+    import warnings
+
+    import torch
+
+    model = spec.build_model().to(dtype=torch_dtype(spec.precision))
+    example = torch.randn(1, 3, spec.resolution, spec.resolution, dtype=torch_dtype(spec.precision))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+        torch.onnx.export(
+            model, (example,), out_path, dynamo=False, opset_version=options.opset,
+            input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    import onnx
+
+    graph = onnx.load(out_path).graph
+    return {"onnx_initializer_dtypes": sorted({onnx.TensorProto.DataType.Name(t.data_type) for t in graph.initializer}),
+            "onnx_input_dtype": onnx.TensorProto.DataType.Name(graph.input[0].type.tensor_type.elem_type)}
+
+
+def _session_options(threads: int, level: str):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    return so
+
+
+def _cuda_providers(ctx):
+    import torch
+
+    o = ctx.options
+    cuda_opts = {"device_id": str(torch.cuda.current_device()),
+                 # Run on PyTorch's stream: the harness's CUDA events then bracket ORT's kernels.
+                 "user_compute_stream": str(torch.cuda.current_stream().cuda_stream),
+                 "use_tf32": "0"}
+    cuda_opts.update({k: str(v) for k, v in o.cuda_provider_options.items()})
+    providers = [("CUDAExecutionProvider", cuda_opts)]
+    if o.cuda_provider == "tensorrt":
+        trt = {"device_id": cuda_opts["device_id"], "trt_fp16_enable": str(ctx.cell.precision == "fp16")}
+        providers.insert(0, ("TensorrtExecutionProvider", trt))
+    return providers
+
+
+def load(ctx) -> Runner:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise Skip("onnxruntime is not installed") from None
+    if ctx.artifact_path is None:
+        raise Skip("no ONNX artifact")
+    import torch
+
+    cell, o = ctx.cell, ctx.options
+    so = _session_options(ctx.threads, o.graph_optimization_level)
+    if cell.device == "cpu":
+        session = ort.InferenceSession(ctx.artifact_path, so, providers=["CPUExecutionProvider"])
+        return Runner(run=lambda x: torch.from_numpy(session.run(None, {"input": x})[0]),
+                      prepare=lambda t: t.cpu().numpy(), input_dtype=torch_dtype(cell.precision),
+                      facts={"providers": session.get_providers()})
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise Skip(f"this onnxruntime ({ort.__version__}) has no CUDA provider: install onnxruntime-gpu")
+    session = ort.InferenceSession(ctx.artifact_path, so, providers=_cuda_providers(ctx))
+    active = session.get_providers()
+    if o.cuda_provider == "tensorrt" and "TensorrtExecutionProvider" not in active:
+        # The wheel lists the TensorRT provider even when TensorRT's libraries are absent;
+        # only a created session tells.
+        raise Skip("ONNX Runtime's TensorRT provider could not be created (TensorRT libraries missing)")
+    if "CUDAExecutionProvider" not in active:
+        raise Skip(f"ONNX Runtime fell back to {active}: the CUDA provider failed to load (see the cell log)")
+    facts = {"providers": active, "io_binding": o.io_binding}
+    if not o.io_binding:
+        return Runner(run=lambda x: torch.from_numpy(session.run(None, {"input": x})[0]),
+                      prepare=lambda t: t.cpu().numpy(), input_dtype=torch_dtype(cell.precision), facts=facts)
+    return _bound_runner(session, cell, facts)
+
+
+def _bound_runner(session, cell, facts) -> Runner:
+    import torch
+
+    dtype = torch_dtype(cell.precision)
+    elem = {torch.float32: "float32", torch.float16: "float16"}[dtype]
+    classes = session.get_outputs()[0].shape[1]
+    import numpy as np
+
+    def prepare(x):
+        # One binding per input buffer, made once: input and output stay on the GPU.
+        x = x.contiguous()
+        out = torch.empty((x.shape[0], classes), device=x.device, dtype=dtype)
+        binding = session.io_binding()
+        binding.bind_input("input", "cuda", x.device.index or 0, np.dtype(elem), tuple(x.shape), x.data_ptr())
+        binding.bind_output("logits", "cuda", x.device.index or 0, np.dtype(elem), tuple(out.shape), out.data_ptr())
+        return (binding, out, x)  # keep x alive: the binding holds its pointer
+
+    def run(prepared):
+        binding, out, _ = prepared
+        session.run_with_iobinding(binding)
+        return out
+
+    return Runner(run=run, prepare=prepare, input_dtype=dtype, facts=facts)

@@ -1,0 +1,265 @@
+"""Measure one cell in this process: load the backend, time every io mode, check accuracy.
+
+Order matters for honest numbers:
+  1. NVML's baseline is read before this process creates a CUDA context;
+  2. load (and compile) outside any timed window, recorded as load_s / compile_s;
+  3. per io mode: warm-up, then the adaptive timed loop, with the energy counter read around it;
+  4. memory peaks are read before the fp32 reference model exists (it would inflate them);
+  5. accuracy: the backend's output on buffer 0 against fp32 eager PyTorch on the same input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+
+from inferbench.backends import load_backend
+from inferbench.backends.base import LoadContext, Skip, options_json, torch_dtype
+from inferbench.spec import CellSpec
+from inferbench.telemetry.host import rss_peak_mb
+from inferbench.timing import CudaEventTimer, PerfCounterTimer, Settings, measure
+
+
+def log(msg: str) -> None:
+    print(f"[inferbench cell] {msg}", file=sys.stderr, flush=True)
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def is_oom(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return "outofmemory" in text.replace(" ", "") or "out of memory" in text or "failed to allocate memory" in text
+
+
+def describe(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
+class GpuTelemetry:
+    """NVML readings for the cell, or nothing at all where NVML is unusable (recorded as nulls)."""
+
+    def __init__(self):
+        from inferbench.telemetry.gpu import GpuSampler, NvmlReader
+
+        try:
+            self.reader = NvmlReader(nvml_index_for_visible_gpu())
+        except RuntimeError as exc:
+            log(f"no GPU telemetry: {exc}")
+            self.reader = None
+            self.sampler = None
+            return
+        self.sampler = GpuSampler(self.reader)
+
+    def start(self):
+        if self.sampler:
+            self.sampler.start()
+
+    def info(self) -> dict:
+        return self.reader.static_info() if self.reader else {}
+
+    def state(self) -> dict:
+        return self.reader.state() if self.reader else {}
+
+    def energy_mj(self):
+        return self.reader.energy_mj() if self.reader else None
+
+    def stop(self):
+        if self.sampler:
+            self.sampler.stop()
+
+
+def nvml_index_for_visible_gpu() -> int:
+    """NVML ignores CUDA_VISIBLE_DEVICES: map the cell's one visible GPU to its NVML index."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return int(visible) if visible.isdigit() else 0
+
+
+def make_inputs(spec: CellSpec, dtype, device: str, count: int):
+    """Random batches drawn from the seed on the CPU (identical on every machine), then moved."""
+    import torch
+
+    c = spec.cell
+    gen = torch.Generator().manual_seed(spec.seed)
+    host = [torch.randn(c.batch_size, 3, c.resolution, c.resolution, generator=gen).to(dtype) for _ in range(count)]
+    if device == "cuda":
+        host = [h.pin_memory() for h in host]
+        on_device = [h.to("cuda", non_blocking=True) for h in host]
+        torch.cuda.synchronize()
+        return host, on_device
+    return host, host
+
+
+def reference_logits(spec: CellSpec, x_host):
+    """fp32 eager PyTorch on the cell's device with TF32 off: the accuracy yardstick."""
+    import torch
+
+    from inferbench.backends.torch_common import set_tf32
+    from inferbench.models import build_model
+
+    device = spec.cell.device
+    if device == "cuda":
+        set_tf32(False)
+    model = build_model(spec.cell.model, spec.weights, spec.seed).to(device)
+    with torch.inference_mode():
+        return model(x_host.to(device=device, dtype=torch.float32)).float().cpu()
+
+
+def accuracy(out, ref) -> dict:
+    out = out.float().cpu()
+    diff = (out - ref).abs()
+    return {"max_abs_err": float(diff.max()), "mean_abs_err": float(diff.mean()),
+            "top1_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean())}
+
+
+def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict) -> list[dict]:
+    """Returns one row per io mode. Never raises for a cell-level failure: it becomes the status."""
+    c = spec.cell
+    backend = load_backend(c.backend)
+    options = backend.parse_options(spec.options)
+    threads = spec.measurement.get("cpu_threads") or default_threads()
+    base_row = dict(base_row, backend_options=options_json(options), num_threads=threads,
+                    export_s=(artifact or {}).get("export_s"))
+    rows = {io: dict(base_row, io=io) for io in spec.io_modes}
+
+    def finish(status: str, reason: str) -> list[dict]:
+        for r in rows.values():
+            if r.get("status") is None:
+                r.update(status=status, reason=reason)
+        return list(rows.values())
+
+    telemetry = GpuTelemetry() if c.device == "cuda" else None
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        if c.device == "cuda":
+            if not torch.cuda.is_available():
+                raise Skip("no CUDA device")
+            from inferbench.environment import torch_cuda_environment
+
+            base_env = dict(torch_cuda_environment(), **{k: v for k, v in telemetry.info().items() if k != "cuda_driver_version"})
+            base_env["gpu_index"] = nvml_index_for_visible_gpu()
+            for r in rows.values():
+                r.update(base_env)
+        dtype = torch_dtype(c.precision)
+        host_inputs, device_inputs = make_inputs(spec, dtype, c.device, spec.measurement.get("num_buffers", 4))
+
+        if telemetry:
+            telemetry.start()
+        start_state = telemetry.state() if telemetry else {}
+        log(f"loading {c.backend} ({options_json(options)})")
+        t0 = time.perf_counter()
+        runner = backend.load(LoadContext(cell=c, options=options, artifact_path=(artifact or {}).get("artifact_path"),
+                                          threads=threads, build_model=lambda: _build(spec)))
+        load_s = time.perf_counter() - t0
+        facts = dict(json.loads(options_json(options)), **runner.facts)
+        for r in rows.values():
+            r.update(load_s=load_s, compile_s=runner.compile_s, backend_options=json.dumps(facts, sort_keys=True))
+        log(f"loaded in {load_s:.2f} s" + (f" (compile {runner.compile_s:.2f} s)" if runner.compile_s else ""))
+
+        timer = CudaEventTimer() if c.device == "cuda" else PerfCounterTimer()
+        prepared = [runner.prepare(x) for x in device_inputs]
+        first_run_ms = timer.time_ms(lambda: runner.run(prepared[0]))
+        settings = Settings.from_config(spec.measurement)
+        for io in spec.io_modes:
+            try:
+                _measure_io(io, rows[io], runner, prepared, host_inputs, device_inputs, timer, settings, telemetry, spec)
+                rows[io]["first_run_ms"] = first_run_ms
+            except Exception as exc:  # one io mode failing keeps the other's figures
+                if isinstance(exc, Skip):
+                    raise
+                log(traceback.format_exc())
+                rows[io].update(status="oom" if is_oom(exc) else "error", reason=describe(exc))
+
+        # Peaks now, before the reference model adds its own memory.
+        end_state = telemetry.state() if telemetry else {}
+        if telemetry:
+            telemetry.stop()
+        memory = {"host_rss_peak_mb": rss_peak_mb()}
+        if telemetry and telemetry.sampler:
+            memory["gpu_mem_peak_mb"], method = telemetry.sampler.trace.peak()
+            log(f"GPU memory peak {memory['gpu_mem_peak_mb']} MiB ({method})")
+        if c.device == "cuda":
+            memory["torch_alloc_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        for r in rows.values():
+            r.update(memory)
+            r.update(sm_clock_mhz_start=start_state.get("sm_clock_mhz"), sm_clock_mhz_end=end_state.get("sm_clock_mhz"),
+                     gpu_temp_c_start=start_state.get("temp_c"), gpu_temp_c_end=end_state.get("temp_c"),
+                     throttle_reasons_start=start_state.get("throttle_reasons"),
+                     throttle_reasons_end=end_state.get("throttle_reasons"))
+
+        out = runner.run(prepared[0])
+        if c.device == "cuda":
+            torch.cuda.synchronize()
+        out = out.float().cpu().clone()
+        runner.close()
+        del runner, prepared
+        ref = reference_logits(spec, host_inputs[0])
+        acc = dict(accuracy(out, ref), reference_device=c.device)
+        for r in rows.values():
+            r.update(acc)
+        return finish("ok", "")
+    except Skip as exc:
+        return finish("skipped", str(exc))
+    except Exception as exc:
+        log(traceback.format_exc())
+        return finish("oom" if is_oom(exc) else "error", describe(exc))
+    finally:
+        if telemetry:
+            telemetry.stop()
+
+
+def _build(spec: CellSpec):
+    from inferbench.models import build_model
+
+    return build_model(spec.cell.model, spec.weights, spec.seed)
+
+
+def _measure_io(io, row, runner, prepared, host_inputs, device_inputs, timer, settings, telemetry, spec):
+    """Time one io mode and fill its row."""
+    from inferbench.stats import summarize
+    from inferbench.telemetry.gpu import energy_window
+
+    c = spec.cell
+    if io == "device" or c.device == "cpu":
+        step_index = [0]
+
+        def step():
+            i = step_index[0] = (step_index[0] + 1) % len(prepared)
+            runner.run(prepared[i])
+    else:
+        import torch
+
+        # io=host: a pinned host batch is copied in, the model runs, the output is copied back
+        # to pinned host memory, all inside the timed window: what a service pays per request.
+        staging = device_inputs[0].clone()
+        staged = runner.prepare(staging)
+        probe = runner.run(staged)
+        host_out = torch.empty(probe.shape, dtype=probe.dtype, pin_memory=True)
+        step_index = [0]
+
+        def step():
+            i = step_index[0] = (step_index[0] + 1) % len(host_inputs)
+            staging.copy_(host_inputs[i], non_blocking=True)
+            host_out.copy_(runner.run(staged), non_blocking=True)
+
+    log(f"io={io}: warm-up and timing (min {settings.min_iters} iterations, {settings.min_time_s} s)")
+    energy_start = telemetry.energy_mj() if telemetry else None
+    power_before = len(telemetry.sampler.power_w) if telemetry and telemetry.sampler else 0
+    m = measure(step, timer, settings, progress=log)
+    energy_end = telemetry.energy_mj() if telemetry else None
+    stats = summarize(m.latencies_ms, c.batch_size)
+    power = telemetry.sampler.power_w[power_before:] if telemetry and telemetry.sampler else None
+    images = len(m.latencies_ms) * c.batch_size
+    j_per_image, watts = energy_window(energy_start, energy_end, m.timed_s, images, power) if telemetry else (None, None)
+    row.update(stats, timer=timer.name, n_warmup=m.n_warmup, timed_s=m.timed_s, latencies_ms=m.latencies_ms,
+               energy_j_per_image=j_per_image, power_w_mean=watts,
+               measurement=json.dumps(dict(spec.measurement, stopped_by=m.stopped_by), sort_keys=True))
+    log(f"io={io}: {stats['n_iters']} iterations in {m.timed_s:.2f} s, median {stats['latency_ms_median']:.3f} ms, "
+        f"p99 {stats['latency_ms_p99']:.3f} ms, cv {stats['latency_cv']:.3f}, {stats['throughput_ips']:.1f} images/s")

@@ -1,0 +1,114 @@
+"""Measure one benchmark cell and write its shard. Always writes the shard: a cell that cannot
+run is recorded as skipped / oom / error with its reason, and the sweep goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+HELP = "measure one cell (model x backend x precision x device x resolution x batch) into a Parquet shard"
+
+
+def add_arguments(p):
+    p.add_argument("--spec", required=True, help="the cell's JSON description (from the Snakefile)")
+    p.add_argument("--artifact", default="", help="the export manifest (JSON) of the artifact this cell loads, if any")
+    p.add_argument("--out", required=True, help="the shard to write (.parquet)")
+    p.add_argument("--lock-dir", default="results/.locks", help="where GPU claim locks live")
+    p.add_argument("--worker", action="store_true", help=argparse_hidden())
+
+
+def argparse_hidden():
+    import argparse
+
+    return argparse.SUPPRESS
+
+
+def base_row(spec) -> dict:
+    from inferbench.environment import host_environment
+
+    c = spec.cell
+    row = {"model": c.model, "backend": c.backend, "precision": c.precision, "device": c.device,
+           "resolution": c.resolution, "batch_size": c.batch_size, "backend_options": json.dumps(spec.options, sort_keys=True),
+           "seed": spec.seed, "weights": spec.weights or "random",
+           "measurement": json.dumps(spec.measurement, sort_keys=True)}
+    row.update(host_environment())
+    return row
+
+
+def read_artifact(path: str) -> dict | None:
+    if not path:
+        return None
+    manifest = json.loads(Path(path).read_text())
+    if manifest.get("artifact_path"):
+        # relative to the manifest: results folders can move (archives, other mounts)
+        manifest["artifact_path"] = str(Path(path).parent / Path(manifest["artifact_path"]).name)
+    return manifest
+
+
+def quick_verdict(spec, artifact) -> tuple[str, str] | None:
+    """Reasons a cell cannot run that need no torch import: answered in milliseconds."""
+    from inferbench.backends import load_backend
+    from inferbench.devices import NO_CUDA, cuda_device_count
+
+    backend = load_backend(spec.cell.backend)
+    reason = backend.unsupported(spec.cell, backend.parse_options(spec.options))
+    if reason:
+        return "skipped", reason
+    if spec.cell.device == "cuda" and cuda_device_count() == 0:
+        return "skipped", NO_CUDA
+    if artifact is not None and artifact.get("status") != "ok":
+        return ("skipped" if artifact.get("status") == "skipped" else "error"), f"export: {artifact.get('reason')}"
+    return None
+
+
+def rows_with(spec, base: dict, status: str, reason: str) -> list[dict]:
+    return [dict(base, io=io, status=status, reason=reason) for io in spec.io_modes]
+
+
+def run(args) -> int:
+    from inferbench.shard import write_shard
+    from inferbench.spec import CellSpec
+
+    spec = CellSpec.from_json(args.spec)
+    artifact = read_artifact(args.artifact)
+    base = base_row(spec)
+    if args.worker:
+        from inferbench.cellrun import run_cell
+
+        write_shard(run_cell(spec, artifact, base), args.out)
+        return 0
+
+    verdict = quick_verdict(spec, artifact)
+    if verdict:
+        print(f"[inferbench cell] {verdict[0]}: {verdict[1]}", file=sys.stderr)
+        write_shard(rows_with(spec, base, *verdict), args.out)
+        return 0
+    return run_isolated(args, spec, base)
+
+
+def run_isolated(args, spec, base) -> int:
+    from inferbench.devices import GpuClaim
+    from inferbench.isolation import run_child
+    from inferbench.shard import write_shard
+
+    tmp = f"{args.out}.worker"
+    argv = [sys.executable, "-m", "inferbench", "cell", "--worker", "--spec", args.spec,
+            "--artifact", args.artifact, "--out", tmp]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if spec.cell.device == "cuda":
+        # Own one GPU for the whole cell: never two timed cells on one device.
+        with GpuClaim(args.lock_dir) as claim:
+            env["CUDA_VISIBLE_DEVICES"] = claim.gpu
+            print(f"[inferbench cell] claimed GPU {claim.gpu}", file=sys.stderr, flush=True)
+            rc, how = run_child(argv, spec.timeout_s, env)
+    else:
+        rc, how = run_child(argv, spec.timeout_s, env)
+    if rc == 0 and Path(tmp).exists():
+        os.replace(tmp, args.out)
+        return 0
+    Path(tmp).unlink(missing_ok=True)
+    status = "oom" if "OOM killer" in how or "out of memory" in how.lower() else "error"
+    write_shard(rows_with(spec, base, status, how or "the worker wrote no shard"), args.out)
+    return 0

@@ -1,0 +1,71 @@
+"""Make one artifact (TorchScript file, ONNX graph, TensorRT engine) and its manifest.
+
+The manifest (JSON) is the rule's output and always exists: when the export cannot run here
+(no CUDA, TensorRT missing) or fails, it says so, and the cells that need it record that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HELP = "export one backend artifact and write its manifest"
+
+
+def add_arguments(p):
+    import argparse
+
+    p.add_argument("--spec", required=True, help="the export's JSON description (from the Snakefile)")
+    p.add_argument("--out", required=True, help="the manifest to write (.json); the artifact is written beside it")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+
+
+def write_manifest(path: str, manifest: dict) -> None:
+    tmp = f"{path}.tmp"
+    Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def run(args) -> int:
+    from inferbench.backends import load_backend
+    from inferbench.backends.base import Skip
+    from inferbench.spec import ExportSpec
+
+    spec = ExportSpec.from_json(args.spec)
+    backend = load_backend(spec.backend)
+    artifact = str(Path(args.out).with_suffix(backend.ARTIFACT_SUFFIX))
+    manifest = {"backend": spec.backend, "key": spec.key, "model": spec.model, "weights": spec.weights,
+                "seed": spec.seed, "batch_sizes": spec.batch_sizes}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if not args.worker:
+        return run_isolated(args, manifest)
+    try:
+        options = backend.parse_options(spec.options)
+        start = time.perf_counter()
+        facts = backend.export(spec, options, artifact) or {}
+        manifest.update(status="ok", reason="", export_s=time.perf_counter() - start,
+                        artifact_path=Path(artifact).name, artifact_bytes=Path(artifact).stat().st_size, facts=facts)
+        print(f"[inferbench export] {artifact} in {manifest['export_s']:.2f} s", file=sys.stderr)
+    except Skip as exc:
+        manifest.update(status="skipped", reason=str(exc))
+        print(f"[inferbench export] skipped: {exc}", file=sys.stderr)
+    except Exception as exc:
+        traceback.print_exc()
+        manifest.update(status="error", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500])
+    write_manifest(args.out, manifest)
+    return 0
+
+
+def run_isolated(args, manifest: dict) -> int:
+    from inferbench.isolation import run_child
+
+    argv = [sys.executable, "-m", "inferbench", "export", "--worker", "--spec", args.spec, "--out", args.out]
+    rc, how = run_child(argv, args.timeout, dict(os.environ, PYTHONUNBUFFERED="1"))
+    if rc != 0 or not Path(args.out).exists():
+        write_manifest(args.out, dict(manifest, status="error", reason=how or "the export wrote no manifest"))
+    return 0

@@ -1,0 +1,31 @@
+"""`inferbench report`: one HTML (self-contained) and one Markdown report of a run."""
+
+from __future__ import annotations
+
+HELP = "write the run report (self-contained HTML and/or Markdown): environment, method, tables, figures, findings"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--summary", required=True, help="summary Parquet file (from `inferbench aggregate`)")
+    parser.add_argument("--figures-dir", required=True, help="folder written by `inferbench figures`")
+    parser.add_argument("--tables-dir", help="folder written by `inferbench tables` (linked from the Markdown)")
+    parser.add_argument("--html", help="HTML output; figures are embedded, so the file stands alone")
+    parser.add_argument("--md", help="Markdown output; figures are referenced by relative path")
+    parser.add_argument("--config", help="resolved configuration YAML to include verbatim")
+    parser.add_argument("--cv-threshold", type=float, default=0.05,
+                        help="latency cv (std/mean) above which a cell is called noisy (default 0.05)")
+
+
+def run(args) -> int:
+    from inferbench import report, tables
+    from inferbench.errors import UserError
+
+    if not (args.html or args.md):
+        raise UserError("nothing to write: give --html and/or --md")
+    summary = tables.read_summary(args.summary)
+    report.write_report(summary, args.figures_dir, args.tables_dir, args.html, args.md, args.config,
+                        cv_threshold=args.cv_threshold)
+    for path in (args.html, args.md):
+        if path:
+            print(path)
+    return 0

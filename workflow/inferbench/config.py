@@ -1,0 +1,209 @@
+"""Load, default and validate a sweep configuration; enumerate its cells.
+
+Validation happens before any job starts (the Snakefile calls `load_config`), and
+every problem is reported as one `UserError` naming the key, what was found and what
+is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inferbench.errors import UserError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+AXES = ("backends", "precisions", "resolutions", "batch_sizes", "io_modes")
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One benchmark job: everything that identifies what is measured, except the io mode
+    (a cell measures each configured io mode and writes one row per mode)."""
+
+    model: str
+    backend: str
+    device: str
+    precision: str
+    resolution: int
+    batch_size: int
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def _fill_defaults(instance: Any, schema: dict, root: dict) -> Any:
+    """Fill `default` values of object properties, following local $refs."""
+    if "$ref" in schema:
+        name = schema["$ref"].split("/")[-1]
+        schema = root["$defs"][name]
+    if not isinstance(instance, dict) or schema.get("type") not in ("object", None):
+        return instance
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            instance[key] = _fill_defaults(instance[key], sub, root)
+    return instance
+
+
+def _path_of(error) -> str:
+    parts = []
+    for p in error.absolute_path:
+        parts.append(f"[{p}]" if isinstance(p, int) else (("." if parts else "") + str(p)))
+    return "".join(parts) or "(top level)"
+
+
+def _describe(error) -> str:
+    """Turn one jsonschema error into a sentence a person can act on."""
+    key = _path_of(error)
+    validator = error.validator
+    if validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return f"unknown key(s) {', '.join(map(repr, extra))} under {key}; allowed keys: {', '.join(allowed)}"
+    if validator == "required":
+        return f"{key}: {error.message}"
+    if validator == "enum":
+        return f"{key}: {error.instance!r} is not allowed; choose one of {', '.join(map(str, error.validator_value))}"
+    if validator == "type":
+        want = error.validator_value
+        return f"{key}: expected {want if isinstance(want, str) else ' or '.join(want)}, got {type(error.instance).__name__} {error.instance!r}"
+    if validator == "minItems":
+        return f"{key}: the list is empty; give at least {error.validator_value} value(s)"
+    if validator in ("minimum", "exclusiveMinimum", "maximum"):
+        word = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<="}[validator]
+        return f"{key}: {error.instance!r} is out of range; it must be {word} {error.validator_value}"
+    if validator == "uniqueItems":
+        return f"{key}: values must not repeat ({error.instance!r})"
+    if validator == "minProperties":
+        return f"{key}: give at least one entry"
+    return f"{key}: {error.message}"
+
+
+def validate_structure(config: dict) -> dict:
+    """Defaults + JSON-schema validation. Returns a new, completed config."""
+    import jsonschema
+
+    if not isinstance(config, dict):
+        raise UserError(f"the config must be a mapping of keys to values, got {type(config).__name__}")
+    schema = load_schema()
+    config = _fill_defaults(copy.deepcopy(config), schema, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (list(e.absolute_path), e.validator))
+    if errors:
+        lines = [_describe(e) for e in errors]
+        raise UserError("invalid config:\n  - " + "\n  - ".join(dict.fromkeys(lines)))
+    return config
+
+
+def validate_semantics(config: dict) -> None:
+    """Checks a JSON schema cannot express: known backends and their options, subsets, the model."""
+    from inferbench.backends import KNOWN_BACKENDS, load_backend
+
+    problems = []
+    for name, options in config["backends"].items():
+        if name not in KNOWN_BACKENDS:
+            problems.append(f"backends.{name}: unknown backend; known backends: {', '.join(KNOWN_BACKENDS)}")
+            continue
+        try:
+            load_backend(name).parse_options(options or {})
+        except UserError as exc:
+            problems.append(f"backends.{name}: {exc}")
+    for device, restriction in config.get("per_device", {}).items():
+        if device not in config["devices"]:
+            problems.append(f"per_device.{device}: '{device}' is not in devices {config['devices']}")
+        for axis in AXES:
+            if axis not in restriction:
+                continue
+            top = list(config[axis]) if axis != "backends" else list(config["backends"])
+            stray = [v for v in restriction[axis] if v not in top]
+            if stray:
+                problems.append(f"per_device.{device}.{axis}: {stray} not in the top-level {axis} {top}")
+    if problems:
+        raise UserError("invalid config:\n  - " + "\n  - ".join(problems))
+    check_model_name(config["model"])
+    check_weights(config["model"], config.get("weights"))
+
+
+def check_model_name(model: str) -> None:
+    import torchvision
+
+    known = torchvision.models.list_models(module=torchvision.models)
+    if model not in known:
+        close = [m for m in known if model.lower().rstrip("0123456789_") in m][:8]
+        hint = f" Did you mean one of: {', '.join(close)}?" if close else ""
+        raise UserError(
+            f"model: {model!r} is not a torchvision classification model.{hint} "
+            "See torchvision.models.list_models(module=torchvision.models)."
+        )
+
+
+def check_weights(model: str, weights: str | None) -> None:
+    if weights is None:
+        return
+    from inferbench.models import weights_file_status
+
+    ok, message = weights_file_status(model, weights)
+    if not ok:
+        raise UserError(f"weights: {message}")
+
+
+def load_config(source: str | Path | dict, semantic: bool = True) -> dict:
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise UserError(f"config file {path} does not exist")
+        try:
+            config = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise UserError(f"config file {path} is not valid YAML: {exc}") from None
+    else:
+        config = source
+    config = validate_structure(config)
+    if semantic:
+        validate_semantics(config)
+    return config
+
+
+def config_sha256(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def axis_for(config: dict, device: str, axis: str) -> list:
+    """The values of one grid axis for one device, after its per_device restriction."""
+    restriction = config.get("per_device", {}).get(device, {})
+    values = list(config["backends"]) if axis == "backends" else list(config[axis])
+    if axis in restriction:
+        values = [v for v in values if v in restriction[axis]]
+    return values
+
+
+def measurement_for(config: dict, device: str) -> dict:
+    settings = dict(config["measurement"])
+    settings.update(config.get("per_device", {}).get(device, {}).get("measurement", {}))
+    return settings
+
+
+def io_modes_for(config: dict, device: str) -> list[str]:
+    # On the CPU the input already lives where the model runs: one mode.
+    return axis_for(config, device, "io_modes") if device == "cuda" else ["device"]
+
+
+def cells(config: dict) -> list[Cell]:
+    out = []
+    for device in config["devices"]:
+        for backend in axis_for(config, device, "backends"):
+            for precision in axis_for(config, device, "precisions"):
+                for resolution in axis_for(config, device, "resolutions"):
+                    for batch in axis_for(config, device, "batch_sizes"):
+                        out.append(Cell(config["model"], backend, device, precision, resolution, batch))
+    return out

@@ -1,0 +1,218 @@
+"""Findings derived from a summary: what a reader should take away, computed, never typed in.
+
+Each function looks at one question (who is fastest, what does half precision buy,
+who needs the least memory, what does it cost in accuracy, which numbers are noisy,
+what did not run) and returns a `Finding`: sentences plus the table behind them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from inferbench import tables
+
+DEFAULT_CV_THRESHOLD = 0.05  # std/mean above 5%: the median still holds, but compare with care
+DEFAULT_TOP1_THRESHOLD = 0.99  # below 99% top-1 agreement a precision change is visible to users
+HALF_PRECISIONS = ("fp16", "bf16")
+
+
+@dataclass
+class Finding:
+    title: str
+    sentences: list[str]
+    table: pd.DataFrame | None = field(default=None)
+
+
+def prepared(summary: pd.DataFrame) -> pd.DataFrame:
+    df = tables.with_series(tables.normalise(summary).reset_index(drop=True))
+    return tables.sort_cells(tables.with_best(tables.with_speedup(tables.with_memory(df))))
+
+
+def ok_cells(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["status"] == "ok") & df["throughput_ips"].notna()]
+
+
+def short_name(row) -> str:
+    """backend·precision (device and io are said by the group the row is in)."""
+    return f"{row['backend']}·{row['precision']}"
+
+
+def group_name(device: str, io: str, multi_io: bool) -> str:
+    return f"{device}, io={io}" if multi_io else device
+
+
+# ---------------------------------------------------------------- fastest
+
+
+def best_per_batch(df: pd.DataFrame) -> Finding:
+    ok = ok_cells(df)
+    title = "Fastest backend and precision per resolution and batch size"
+    if ok.empty:
+        return Finding(title, ["No cell ran successfully, so nothing is fastest."])
+    rows = []
+    for keys, cells in ok.groupby(tables.COMPARABLE, sort=False):
+        ranked = cells.sort_values("throughput_ips", ascending=False)
+        first = ranked.iloc[0]
+        second = ranked.iloc[1] if len(ranked) > 1 else None
+        rows.append({
+            **dict(zip(tables.COMPARABLE, keys)),
+            "fastest": short_name(first),
+            "throughput_ips": round(float(first["throughput_ips"]), 1),
+            "runner_up": short_name(second) if second is not None else "",
+            "margin_pct": round(100 * (first["throughput_ips"] / second["throughput_ips"] - 1), 1)
+            if second is not None else None,
+        })
+    table = pd.DataFrame(rows)
+    multi_io = table["io"].nunique() > 1
+    sentences = []
+    for (device, io), part in table.groupby(["device", "io"], sort=False):
+        wins = part["fastest"].value_counts()
+        leader, n = wins.index[0], int(wins.iloc[0])
+        text = f"On {group_name(device, io, multi_io)}, {leader} is fastest in {n} of {len(part)} resolution×batch cells"
+        others = [f"{name} in {int(k)}" for name, k in wins.iloc[1:].items()]
+        close = part[part["margin_pct"].notna() & (part["margin_pct"] < 3)]
+        text += ("; " + ", ".join(others) if others else "") + "."
+        if len(close):
+            text += f" In {len(close)} of them the lead over the runner-up is under 3%, within typical run-to-run drift."
+        sentences.append(text)
+    return Finding(title, sentences, table)
+
+
+# ---------------------------------------------------------------- half precision
+
+
+def half_precision_speedup(df: pd.DataFrame) -> Finding:
+    """Throughput of fp16/bf16 over fp32 of the same backend, device, io, resolution and batch."""
+    title = "What half precision buys: speedup over fp32 of the same backend"
+    ok = ok_cells(df)
+    match = ["model", "backend", "device", "io", "resolution", "batch_size"]
+    fp32 = ok[ok["precision"] == "fp32"][match + ["throughput_ips"]].rename(columns={"throughput_ips": "fp32_ips"})
+    half = ok[ok["precision"].isin(HALF_PRECISIONS)].merge(fp32, on=match)
+    if half.empty:
+        return Finding(title, ["No backend has both an ok fp32 cell and an ok fp16/bf16 cell to compare."])
+    half = half.assign(ratio=half["throughput_ips"] / half["fp32_ips"])
+    table = (half.groupby(["backend", "precision", "device", "io"], sort=False)["ratio"]
+             .agg(median_speedup="median", min_speedup="min", max_speedup="max", cells="count")
+             .round(3).reset_index())
+    multi_io = table["io"].nunique() > 1
+    sentences = [
+        f"{r.backend}·{r.precision} on {group_name(r.device, r.io, multi_io)}: {r.median_speedup:.2f}× fp32 "
+        f"(median of {r.cells} cells, range {r.min_speedup:.2f}–{r.max_speedup:.2f}×)"
+        for r in table.sort_values("median_speedup", ascending=False).itertuples()
+    ]
+    return Finding(title, sentences, table)
+
+
+# ---------------------------------------------------------------- memory
+
+
+def memory_ranking(df: pd.DataFrame) -> Finding:
+    """Ranks series by peak memory relative to pytorch fp32 in the same cell (so batch size cancels)."""
+    title = "Memory ranking (peak memory relative to pytorch fp32 in the same cell)"
+    ok = ok_cells(df)
+    ok = ok[ok["memory_peak_mb"].notna()]
+    base = ok[(ok["backend"] == "pytorch") & (ok["precision"] == "fp32")]
+    base = base[tables.COMPARABLE + ["memory_peak_mb"]].rename(columns={"memory_peak_mb": "base_mb"})
+    rel = ok.merge(base, on=tables.COMPARABLE, how="left")
+    if rel.empty:
+        return Finding(title, ["No ok cell recorded peak memory."])
+    rel = rel.assign(ratio=rel["memory_peak_mb"] / rel["base_mb"])
+    table = (rel.groupby(["device", "series", "memory_source"], sort=False)
+             .agg(median_ratio_to_pytorch_fp32=("ratio", "median"), max_peak_mb=("memory_peak_mb", "max"),
+                  cells=("memory_peak_mb", "count"))
+             .round(3).reset_index().sort_values(["device", "median_ratio_to_pytorch_fp32", "max_peak_mb"]))
+    sentences = []
+    for device, part in table.groupby("device", sort=False):
+        ranked = part.dropna(subset=["median_ratio_to_pytorch_fp32"])
+        what = "GPU memory" if (part["memory_source"] == "gpu").all() else "host RSS"
+        if ranked.empty:
+            sentences.append(f"On {device}: no pytorch fp32 baseline to rank {what} against.")
+            continue
+        order = ", ".join(f"{r.series} {r.median_ratio_to_pytorch_fp32:.2f}×" for r in ranked.itertuples())
+        sentences.append(f"On {device}, {what} from least to most: {order}.")
+    return Finding(title, sentences, table)
+
+
+# ---------------------------------------------------------------- accuracy
+
+
+def accuracy_losses(df: pd.DataFrame, top1_threshold: float = DEFAULT_TOP1_THRESHOLD) -> Finding:
+    """Worst top-1 agreement and largest max_abs_err per series against the fp32 reference."""
+    title = "Accuracy against the fp32 pytorch reference"
+    ok = ok_cells(df)
+    ok = ok[(ok["backend"] != "pytorch") | (ok["precision"] != "fp32")]
+    ok = ok[ok["top1_agreement"].notna() | ok["max_abs_err"].notna()]
+    if ok.empty:
+        return Finding(title, ["No ok cell recorded accuracy against the reference."])
+    table = (ok.groupby(["series", "precision"], sort=False)
+             .agg(worst_top1_agreement=("top1_agreement", "min"), worst_max_abs_err=("max_abs_err", "max"),
+                  cells=("status", "count"))
+             .reset_index().sort_values("worst_top1_agreement"))
+    below = table[table["worst_top1_agreement"] < top1_threshold]
+    sentences = []
+    for precision in ("fp16", "bf16", "fp32"):
+        part = table[table["precision"] == precision]
+        if part.empty:
+            continue
+        worst = part.iloc[0]
+        sentences.append(f"{precision}: top-1 agreement at worst {100 * worst['worst_top1_agreement']:.2f}% "
+                         f"({worst['series']}); max_abs_err up to {part['worst_max_abs_err'].max():.1e}.")
+    if below.empty:
+        sentences.append(f"Every series keeps top-1 agreement at or above {100 * top1_threshold:.0f}%.")
+    else:
+        names = ", ".join(below["series"])
+        sentences.append(f"Below {100 * top1_threshold:.0f}% top-1 agreement somewhere: {names}.")
+    return Finding(title, sentences, table)
+
+
+# ---------------------------------------------------------------- noise
+
+
+def noisy_cells(df: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRESHOLD) -> Finding:
+    title = f"Noisy cells (latency cv above {100 * cv_threshold:g}%)"
+    ok = ok_cells(df)
+    noisy = ok[ok["latency_cv"] > cv_threshold]
+    if noisy.empty:
+        measured = ok["latency_cv"].notna().sum()
+        return Finding(title, [f"None of {measured} ok cells has a latency cv above {100 * cv_threshold:g}%."])
+    table = noisy[["series", "resolution", "batch_size", "latency_cv", "latency_ms_median", "latency_ms_p99"]]
+    table = table.sort_values("latency_cv", ascending=False).round(4).reset_index(drop=True)
+    sentences = [f"{len(noisy)} of {len(ok)} ok cells vary by more than {100 * cv_threshold:g}% (std/mean) "
+                 f"between iterations; compare them with care. Worst: {table.iloc[0]['series']} at "
+                 f"{table.iloc[0]['resolution']} px, batch {table.iloc[0]['batch_size']}, "
+                 f"cv {100 * table.iloc[0]['latency_cv']:.1f}%."]
+    return Finding(title, sentences, table)
+
+
+# ---------------------------------------------------------------- what did not run
+
+
+def failures_by_reason(df: pd.DataFrame) -> Finding:
+    title = "Cells that did not run, by reason"
+    bad = df[df["status"] != "ok"]
+    if bad.empty:
+        return Finding(title, [f"All {len(df)} cells ran."])
+    rows = []
+    for (status, reason), cells in bad.groupby(["status", "reason"], sort=False):
+        rows.append({"status": status, "reason": reason or "no reason recorded", "cells": len(cells),
+                     "series": ", ".join(dict.fromkeys(cells["series"]))})
+    table = pd.DataFrame(rows).sort_values(["status", "cells"], ascending=[True, False]).reset_index(drop=True)
+    counts = ", ".join(f"{n} {s}" for s, n in bad["status"].value_counts().items())
+    sentences = [f"{len(bad)} of {len(df)} cells did not produce a measurement ({counts})."]
+    sentences += [f"{r.status} ×{r.cells}: {r.reason}" for r in table.itertuples()]
+    return Finding(title, sentences, table)
+
+
+def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRESHOLD,
+                    top1_threshold: float = DEFAULT_TOP1_THRESHOLD) -> list[Finding]:
+    df = prepared(summary)
+    return [
+        best_per_batch(df),
+        half_precision_speedup(df),
+        memory_ranking(df),
+        accuracy_losses(df, top1_threshold),
+        noisy_cells(df, cv_threshold),
+        failures_by_reason(df),
+    ]

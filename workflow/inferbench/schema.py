@@ -1,0 +1,120 @@
+"""The shard schema: one row per benchmark cell, defined once.
+
+The writer (`shard.write_shard`) and every reader (aggregation, report, archive,
+compare) use these definitions. Later work may add columns; it never renames them.
+Units are in the names (`_ms`, `_mb`, `_s`, `_ips`, `_j`, `_w`, `_mhz`, `_c`).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+IDENTITY = [
+    ("model", pa.string()),
+    ("backend", pa.string()),
+    ("precision", pa.string()),
+    ("device", pa.string()),
+    ("resolution", pa.int32()),
+    ("batch_size", pa.int32()),
+    # "device": the input is already where the model runs when the clock starts;
+    # "host": a (pinned) host batch is copied in and the output copied back inside the timed window.
+    ("io", pa.string()),
+    ("backend_options", pa.string()),  # JSON text of every choice the backend made
+]
+
+OUTCOME = [
+    ("status", pa.string()),  # ok | skipped | oom | error
+    ("reason", pa.string()),  # human text; empty when ok
+]
+
+TIMING = [
+    ("timer", pa.string()),  # perf_counter | cuda_event
+    ("n_warmup", pa.int32()),
+    ("n_iters", pa.int32()),
+    ("latency_ms_mean", pa.float64()),
+    ("latency_ms_median", pa.float64()),
+    ("latency_ms_p90", pa.float64()),
+    ("latency_ms_p99", pa.float64()),
+    ("latency_ms_min", pa.float64()),
+    ("latency_ms_max", pa.float64()),
+    ("latency_ms_std", pa.float64()),
+    ("latency_cv", pa.float64()),  # std / mean: the cell's own noise
+    ("latency_ms_median_ci95_low", pa.float64()),  # bootstrap-free order-statistic CI of the median
+    ("latency_ms_median_ci95_high", pa.float64()),
+    ("throughput_ips", pa.float64()),  # images per second from the median latency
+    ("timed_s", pa.float64()),  # wall time of the timed window
+    ("latencies_ms", pa.list_(pa.float64())),  # every timed iteration
+]
+
+COSTS = [
+    ("export_s", pa.float64()),  # time to make the artifact (export rule), null when none
+    ("load_s", pa.float64()),  # load/prepare the artifact or model in the cell
+    ("compile_s", pa.float64()),  # ahead-of-time or JIT compilation, never timed
+    ("first_run_ms", pa.float64()),  # the first call, cold
+]
+
+MEMORY = [
+    ("host_rss_peak_mb", pa.float64()),
+    ("gpu_mem_peak_mb", pa.float64()),  # process GPU memory from NVML: sees every framework
+    ("torch_alloc_peak_mb", pa.float64()),  # PyTorch caching allocator peak, where it applies
+]
+
+ENERGY = [
+    ("energy_j_per_image", pa.float64()),
+    ("power_w_mean", pa.float64()),
+    ("sm_clock_mhz_start", pa.float64()),
+    ("sm_clock_mhz_end", pa.float64()),
+    ("gpu_temp_c_start", pa.float64()),
+    ("gpu_temp_c_end", pa.float64()),
+    ("throttle_reasons_start", pa.string()),
+    ("throttle_reasons_end", pa.string()),
+]
+
+ACCURACY = [
+    ("max_abs_err", pa.float64()),  # against the fp32 pytorch output on the same input
+    ("mean_abs_err", pa.float64()),
+    ("top1_agreement", pa.float64()),  # fraction of images whose argmax matches the reference
+    ("reference_device", pa.string()),
+]
+
+ENVIRONMENT = [
+    ("run_id", pa.string()),
+    ("timestamp_utc", pa.string()),
+    ("hostname", pa.string()),
+    ("cpu_model", pa.string()),
+    ("num_threads", pa.int32()),
+    ("python_version", pa.string()),
+    ("torch_version", pa.string()),
+    ("torchvision_version", pa.string()),
+    ("onnx_version", pa.string()),
+    ("onnxruntime_version", pa.string()),
+    ("inferbench_version", pa.string()),
+    ("git_commit", pa.string()),
+    ("config_sha256", pa.string()),
+    ("container_image", pa.string()),
+    ("gpu_name", pa.string()),
+    ("gpu_uuid", pa.string()),
+    ("gpu_index", pa.int32()),
+    ("driver_version", pa.string()),
+    ("cuda_version", pa.string()),
+    ("cudnn_version", pa.string()),
+    ("torch_tensorrt_version", pa.string()),
+    ("tensorrt_version", pa.string()),
+    ("seed", pa.int64()),
+    ("weights", pa.string()),
+    ("measurement", pa.string()),  # JSON text of the measurement settings in force
+]
+
+COLUMNS = IDENTITY + OUTCOME + TIMING + COSTS + MEMORY + ENERGY + ACCURACY + ENVIRONMENT
+SHARD_SCHEMA = pa.schema([pa.field(name, typ) for name, typ in COLUMNS])
+COLUMN_NAMES = [name for name, _ in COLUMNS]
+
+# The columns that identify a cell: two rows with equal keys measured the same thing.
+CELL_KEY = ["model", "backend", "precision", "device", "io", "resolution", "batch_size"]
+
+STATUSES = ("ok", "skipped", "oom", "error")
+
+
+def empty_row() -> dict:
+    """A row with every column present and null, to be filled by the cell runner."""
+    return {name: None for name in COLUMN_NAMES}

@@ -1,0 +1,101 @@
+"""The JSON job descriptions that Snakemake rules hand to `inferbench export` and `inferbench cell`.
+
+Each holds only its job's slice of the config, so that changing one backend's options changes
+only that backend's jobs' parameters (and Snakemake reruns only those).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from inferbench.config import Cell, axis_for, io_modes_for, measurement_for
+
+
+def variant_name(key: dict) -> str:
+    return "_".join(f"{k}-{v}" for k, v in key.items())
+
+
+@dataclass
+class ExportSpec:
+    model: str
+    weights: str | None
+    seed: int
+    backend: str
+    key: dict
+    batch_sizes: list
+    options: dict = field(default_factory=dict)
+
+    # what the key does not fix stays None (an ONNX file serves every device, say)
+    @property
+    def device(self):
+        return self.key.get("device", "cpu")
+
+    @property
+    def precision(self):
+        return self.key.get("precision", "fp32")
+
+    @property
+    def resolution(self):
+        return self.key.get("resolution", 224)
+
+    def build_model(self):
+        from inferbench.models import build_model
+
+        return build_model(self.model, self.weights, self.seed)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ExportSpec":
+        return cls(**json.loads(text))
+
+
+@dataclass
+class CellSpec:
+    cell: Cell
+    weights: str | None
+    seed: int
+    options: dict
+    measurement: dict
+    io_modes: list
+    timeout_s: float
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CellSpec":
+        d = json.loads(text)
+        d["cell"] = Cell(**d["cell"])
+        return cls(**d)
+
+
+def artifact_key_for(config: dict, cell: Cell) -> dict | None:
+    from inferbench.backends import load_backend
+
+    backend = load_backend(cell.backend)
+    options = backend.parse_options(config["backends"].get(cell.backend) or {})
+    return backend.artifact_key(cell, options)
+
+
+def export_spec_for(config: dict, backend: str, key: dict) -> ExportSpec:
+    from inferbench.backends import load_backend
+
+    # Only an artifact built for a batch range (a TensorRT engine) depends on the batch sizes;
+    # for the others, adding a batch size must not redo the export (and rerun every cell).
+    batch_sizes = []
+    if getattr(load_backend(backend), "NEEDS_BATCH_RANGE", False):
+        batch_sizes = sorted(axis_for(config, key.get("device", "cuda"), "batch_sizes"))
+    return ExportSpec(model=config["model"], weights=config.get("weights"), seed=config["seed"], backend=backend,
+                      key=key, batch_sizes=batch_sizes,
+                      options=config["backends"].get(backend) or {})
+
+
+def cell_spec_for(config: dict, cell: Cell) -> CellSpec:
+    return CellSpec(cell=cell, weights=config.get("weights"), seed=config["seed"],
+                    options=config["backends"].get(cell.backend) or {},
+                    measurement=measurement_for(config, cell.device), io_modes=io_modes_for(config, cell.device),
+                    timeout_s=config["cell_timeout_s"])

@@ -1,0 +1,1 @@
+"""Measurements beside the clock: host memory, and GPU memory, power, clocks through NVML."""

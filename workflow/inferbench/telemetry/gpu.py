@@ -1,0 +1,169 @@
+"""GPU telemetry through NVML, sampled in a background thread over a cell.
+
+NVML sees the memory of every framework in the process (PyTorch's allocator, ONNX Runtime's
+arena, TensorRT's engines and the CUDA context), which the PyTorch allocator's own counters do not.
+
+The bookkeeping (`MemoryTrace`, `energy_window`, `throttle_names`) works on plain readings so it
+can be tested on a machine without a GPU; `NvmlReader` is the only part that talks to the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+# NVML's clocks-event (throttle) reason bits, by name.
+THROTTLE_BITS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
+
+
+def throttle_names(mask: int | None) -> str | None:
+    if mask is None:
+        return None
+    names = [name for bit, name in THROTTLE_BITS.items() if mask & bit]
+    return ",".join(names) if names else "none"
+
+
+@dataclass
+class MemoryTrace:
+    """Samples of GPU memory in MiB. `process_mb` is this process's own use (None where NVML
+    cannot attribute memory to processes, as inside some containers); `device_mb` is the whole
+    device's use, relative to `baseline_device_mb` read before this process touched the GPU."""
+
+    baseline_device_mb: float | None = None
+    process_mb: list = field(default_factory=list)
+    device_mb: list = field(default_factory=list)
+
+    def add(self, process_mb: float | None, device_mb: float | None) -> None:
+        if process_mb is not None:
+            self.process_mb.append(process_mb)
+        if device_mb is not None:
+            self.device_mb.append(device_mb)
+
+    def peak(self) -> tuple[float | None, str | None]:
+        """(peak MiB, method). Per-process figures win; otherwise the device's growth over the
+        baseline, which is this process's use when the cell owns the GPU (it does: see devices.GpuClaim)."""
+        if self.process_mb:
+            return max(self.process_mb), "nvml_process"
+        if self.device_mb and self.baseline_device_mb is not None:
+            return max(0.0, max(self.device_mb) - self.baseline_device_mb), "nvml_device_delta"
+        return None, None
+
+
+def energy_window(energy_start_mj: int | None, energy_end_mj: int | None, seconds: float, images: int,
+                  power_samples_w: list | None = None) -> tuple[float | None, float | None]:
+    """(joules per image, mean watts) over a timed window. The cumulative energy counter is
+    exact; where the GPU lacks it, the mean of the power samples times the window is used."""
+    if seconds <= 0 or images <= 0:
+        return None, None
+    if energy_start_mj is not None and energy_end_mj is not None and energy_end_mj >= energy_start_mj:
+        joules = (energy_end_mj - energy_start_mj) / 1000.0
+        return joules / images, joules / seconds
+    if power_samples_w:
+        watts = sum(power_samples_w) / len(power_samples_w)
+        return watts * seconds / images, watts
+    return None, None
+
+
+class NvmlReader:
+    """Readings of one GPU for this process. Raises RuntimeError if NVML is unusable."""
+
+    def __init__(self, index: int = 0):
+        try:
+            import pynvml
+        except ImportError as exc:
+            raise RuntimeError("nvidia-ml-py (pynvml) is not installed") from exc
+        self.nvml = pynvml
+        try:
+            pynvml.nvmlInit()
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        except pynvml.NVMLError as exc:
+            raise RuntimeError(f"NVML unavailable: {exc}") from exc
+        self.pid = os.getpid()
+
+    def _try(self, fn, *args):
+        try:
+            return fn(*args)
+        except self.nvml.NVMLError:
+            return None
+
+    def static_info(self) -> dict:
+        n = self.nvml
+        cuda = self._try(n.nvmlSystemGetCudaDriverVersion)
+        return {
+            "gpu_name": self._try(n.nvmlDeviceGetName, self.handle),
+            "gpu_uuid": self._try(n.nvmlDeviceGetUUID, self.handle),
+            "driver_version": self._try(n.nvmlSystemGetDriverVersion),
+            "cuda_driver_version": f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else None,
+        }
+
+    def process_mb(self) -> float | None:
+        procs = self._try(self.nvml.nvmlDeviceGetComputeRunningProcesses, self.handle) or []
+        for p in procs:
+            if p.pid == self.pid and p.usedGpuMemory is not None:
+                return p.usedGpuMemory / 2**20
+        return None
+
+    def device_mb(self) -> float | None:
+        info = self._try(self.nvml.nvmlDeviceGetMemoryInfo, self.handle)
+        return info.used / 2**20 if info else None
+
+    def energy_mj(self) -> int | None:
+        return self._try(self.nvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
+
+    def power_w(self) -> float | None:
+        mw = self._try(self.nvml.nvmlDeviceGetPowerUsage, self.handle)
+        return mw / 1000.0 if mw is not None else None
+
+    def state(self) -> dict:
+        """SM clock, temperature and throttle reasons: read at the start and end of a cell."""
+        n = self.nvml
+        reasons_fn = getattr(n, "nvmlDeviceGetCurrentClocksEventReasons", None) or n.nvmlDeviceGetCurrentClocksThrottleReasons
+        return {
+            "sm_clock_mhz": self._try(n.nvmlDeviceGetClockInfo, self.handle, n.NVML_CLOCK_SM),
+            "temp_c": self._try(n.nvmlDeviceGetTemperature, self.handle, n.NVML_TEMPERATURE_GPU),
+            "throttle_reasons": throttle_names(self._try(reasons_fn, self.handle)),
+        }
+
+
+class GpuSampler:
+    """Background sampling of memory and power while a cell runs."""
+
+    def __init__(self, reader, interval_s: float = 0.02):
+        self.reader = reader
+        self.interval_s = interval_s
+        self.trace = MemoryTrace(baseline_device_mb=reader.device_mb())
+        self.power_w: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="gpu-sampler", daemon=True)
+
+    def sample_once(self) -> None:
+        self.trace.add(self.reader.process_mb(), self.reader.device_mb())
+        w = self.reader.power_w()
+        if w is not None:
+            self.power_w.append(w)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample_once()
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> "GpuSampler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sample_once()  # a last reading, so a short cell still has one

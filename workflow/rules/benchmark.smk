@@ -1,0 +1,27 @@
+# One job per cell; each writes one shard, whatever happens to the cell.
+
+
+wildcard_constraints:
+    resolution=r"\d+",
+    batch=r"\d+",
+    device="cpu|cuda",
+    precision="fp32|fp16|bf16",
+
+
+rule benchmark_cell:
+    input:
+        unpack(cell_inputs),
+    output:
+        shard=f"{RESULTS}/shards/{{model}}/{{backend}}/{{device}}/{{precision}}/r{{resolution}}_b{{batch}}.parquet",
+    params:
+        spec=lambda wc: cell_spec_for(config, cell_of(wc)).to_json(),
+        artifact=lambda wc, input: input.get("artifact", ""),
+        lock_dir=f"{RESULTS}/.locks",
+    log:
+        f"{RESULTS}/logs/cells/{{model}}/{{backend}}/{{device}}/{{precision}}/r{{resolution}}_b{{batch}}.log",
+    resources:
+        # A GPU cell takes one GPU; a CPU cell takes them all, so nothing is timed beside it.
+        gpu=lambda wc: 1 if wc.device == "cuda" else gpu_slots(),
+    shell:
+        "inferbench cell --spec {params.spec:q} --artifact '{params.artifact}' "
+        "--lock-dir {params.lock_dir} --out {output.shard} > {log} 2>&1"

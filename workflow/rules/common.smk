@@ -1,0 +1,95 @@
+# Config -> validated config, the list of cells, and the path helpers. Every other rule file
+# stays declarative.
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from inferbench.backends import KNOWN_BACKENDS, load_backend, source_file
+from inferbench.config import Cell, cells, config_sha256, load_config
+from inferbench.errors import UserError
+from inferbench.spec import artifact_key_for, cell_spec_for, export_spec_for, variant_name
+
+try:
+    _resolved = load_config(dict(config))
+except UserError as _exc:
+    raise WorkflowError(f"{_exc}\nFix the config (see README.md, 'Config reference') and run again.")
+config.clear()
+config.update(_resolved)
+
+RESULTS = config["results_dir"].rstrip("/")
+CELLS = cells(config)
+PKG = Path(workflow.basedir) / "workflow" / "inferbench"
+
+# One identity for the whole sweep, inherited by every job through the environment (not a
+# parameter: a new run id must not make Snakemake rerun finished cells).
+os.environ.setdefault("INFERBENCH_RUN_ID", datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+os.environ.setdefault("INFERBENCH_CONFIG_SHA256", config_sha256(config))
+if config.get("container"):
+    os.environ.setdefault("INFERBENCH_CONTAINER_IMAGE", config["container"])
+
+
+def gpu_slots():
+    """The `gpu` resource given to Snakemake (profiles/default sets 1)."""
+    r = workflow.global_resources.get("gpu")
+    value = getattr(r, "value", r)
+    return int(value) if value else 1
+
+
+# Source files whose change must rerun a job. The `code` trigger does not see imported modules,
+# so they are listed as inputs.
+CORE_MEASUREMENT_CODE = [str(PKG / f) for f in (
+    "cellrun.py", "timing.py", "stats.py", "telemetry/gpu.py", "telemetry/host.py", "commands/cell.py",
+    "backends/base.py", "models.py", "isolation.py", "devices.py")]
+EXPORT_CODE = [str(PKG / f) for f in ("commands/export.py", "backends/base.py", "models.py", "isolation.py")]
+TORCH_HELPERS = str(PKG / "backends" / "torch_common.py")
+
+
+def backend_code(backend):
+    files = [str(source_file(backend))]
+    if getattr(load_backend(backend), "USES_TORCH_COMMON", False):
+        files.append(TORCH_HELPERS)
+    return files
+
+
+def shard_path(cell):
+    return (f"{RESULTS}/shards/{cell.model}/{cell.backend}/{cell.device}/{cell.precision}/"
+            f"r{cell.resolution}_b{cell.batch_size}.parquet")
+
+
+def cell_of(wc):
+    return Cell(wc.model, wc.backend, wc.device, wc.precision, int(wc.resolution), int(wc.batch))
+
+
+# artifact manifest path -> ExportSpec, for every artifact some cell needs
+EXPORTS = {}
+CELL_ARTIFACT = {}
+for _cell in CELLS:
+    _key = artifact_key_for(config, _cell)
+    if _key is None:
+        continue
+    _manifest = f"{RESULTS}/artifacts/{_cell.model}/{_cell.backend}/{variant_name(_key)}.json"
+    EXPORTS[_manifest] = export_spec_for(config, _cell.backend, _key)
+    CELL_ARTIFACT[_cell] = _manifest
+
+
+def export_spec(wc):
+    return EXPORTS[f"{RESULTS}/artifacts/{wc.model}/{wc.backend}/{wc.variant}.json"].to_json()
+
+
+def cell_inputs(wc):
+    cell = cell_of(wc)
+    inputs = {"code": CORE_MEASUREMENT_CODE + backend_code(cell.backend)}
+    if cell in CELL_ARTIFACT:
+        inputs["artifact"] = CELL_ARTIFACT[cell]
+    return inputs
+
+
+def all_shards():
+    return [shard_path(c) for c in CELLS]
+
+
+def all_targets():
+    return [f"{RESULTS}/summary.parquet"] + table_targets() + figure_targets()
