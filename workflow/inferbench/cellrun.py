@@ -10,6 +10,7 @@ Order matters for honest numbers:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -134,6 +135,7 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict) -> list[dict
         return list(rows.values())
 
     telemetry = GpuTelemetry() if c.device == "cuda" else None
+    stack = contextlib.ExitStack()
     try:
         import torch
 
@@ -145,6 +147,11 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict) -> list[dict
 
             base_env = dict(torch_cuda_environment(), **{k: v for k, v in telemetry.info().items() if k != "cuda_driver_version"})
             base_env["gpu_index"] = nvml_index_for_visible_gpu()
+            base_env["gpu_name"] = base_env.get("gpu_name") or torch.cuda.get_device_name(0)
+            # One side stream for the whole cell: every backend (ORT included, see its
+            # user_compute_stream) and every copy runs on it, and the CUDA events are recorded on it.
+            stream = torch.cuda.Stream()
+            stack.enter_context(torch.cuda.stream(stream))
             for r in rows.values():
                 r.update(base_env)
         dtype = torch_dtype(c.precision)
@@ -211,6 +218,7 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict) -> list[dict
         log(traceback.format_exc())
         return finish("oom" if is_oom(exc) else "error", describe(exc))
     finally:
+        stack.close()
         if telemetry:
             telemetry.stop()
 
@@ -238,8 +246,8 @@ def _measure_io(io, row, runner, prepared, host_inputs, device_inputs, timer, se
 
         # io=host: a pinned host batch is copied in, the model runs, the output is copied back
         # to pinned host memory, all inside the timed window: what a service pays per request.
-        staging = device_inputs[0].clone()
-        staged = runner.prepare(staging)
+        staged = runner.prepare(device_inputs[0].clone())
+        staging = runner.staging_tensor(staged)
         probe = runner.run(staged)
         host_out = torch.empty(probe.shape, dtype=probe.dtype, pin_memory=True)
         step_index = [0]

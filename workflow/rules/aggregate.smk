@@ -1,12 +1,21 @@
 # Shards -> summary -> per-resolution tables and figures.
+# These run on the host (no `container:`): they need only pandas/pyarrow/matplotlib, read files
+# the benchmark jobs wrote, and so stay cheap to rerun and independent of the benchmark image.
+
+REPORTING_CODE = [str(PKG / f) for f in ("tables.py", "figures.py", "findings.py", "report.py", "schema.py")]
 
 
 def table_targets():
-    return [f"{RESULTS}/tables/{r}.{ext}" for r in config["resolutions"] for ext in ("csv", "md")]
+    return [f"{RESULTS}/tables/{r}.{ext}" for r in config["resolutions"] for ext in ("csv", "md", "html")]
 
 
 def figure_targets():
-    return [f"{RESULTS}/figures/{r}.png" for r in config["resolutions"]]
+    per_resolution = [f"{RESULTS}/figures/{name}{r}.png" for r in config["resolutions"]
+                      for name in ("", "latency_", "gpu_memory_")]
+    return per_resolution + [f"{RESULTS}/figures/{name}.png" for name in OVERALL_FIGURES]
+
+
+OVERALL_FIGURES = ("speedup_heatmap", "throughput_vs_memory", "scaling")
 
 
 rule aggregate:
@@ -24,23 +33,69 @@ rule aggregate:
 rule tables:
     input:
         summary=f"{RESULTS}/summary.parquet",
+        code=REPORTING_CODE,
     output:
         csv=f"{RESULTS}/tables/{{resolution}}.csv",
         md=f"{RESULTS}/tables/{{resolution}}.md",
+        html=report(
+            f"{RESULTS}/tables/{{resolution}}.html",
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"resolution": "{resolution} px"},
+        ),
     log:
         f"{RESULTS}/logs/tables/{{resolution}}.log",
     shell:
         "inferbench tables --summary {input.summary} --resolution {wildcards.resolution} "
-        "--csv {output.csv} --md {output.md} > {log} 2>&1"
+        "--csv {output.csv} --md {output.md} --html {output.html} > {log} 2>&1"
 
 
-rule figures:
+rule figures_per_resolution:
     input:
         summary=f"{RESULTS}/summary.parquet",
+        code=REPORTING_CODE,
     output:
-        png=f"{RESULTS}/figures/{{resolution}}.png",
+        throughput=report(
+            f"{RESULTS}/figures/{{resolution}}.png",
+            caption="../report/throughput.rst",
+            category="Figures",
+            subcategory="{resolution} px",
+            labels={"figure": "throughput", "resolution": "{resolution} px"},
+        ),
+        latency=report(
+            f"{RESULTS}/figures/latency_{{resolution}}.png",
+            caption="../report/latency.rst",
+            category="Figures",
+            subcategory="{resolution} px",
+            labels={"figure": "latency", "resolution": "{resolution} px"},
+        ),
+        memory=report(
+            f"{RESULTS}/figures/gpu_memory_{{resolution}}.png",
+            caption="../report/gpu_memory.rst",
+            category="Figures",
+            subcategory="{resolution} px",
+            labels={"figure": "memory", "resolution": "{resolution} px"},
+        ),
     log:
         f"{RESULTS}/logs/figures/{{resolution}}.log",
     shell:
         "inferbench figures --summary {input.summary} --resolution {wildcards.resolution} "
-        "--outdir $(dirname {output.png}) > {log} 2>&1"
+        "--kind throughput --kind latency --kind gpu_memory --outdir $(dirname {output.throughput}) > {log} 2>&1"
+
+
+rule figures_overall:
+    input:
+        summary=f"{RESULTS}/summary.parquet",
+        code=REPORTING_CODE,
+    output:
+        heatmap=report(f"{RESULTS}/figures/speedup_heatmap.png", caption="../report/speedup_heatmap.rst",
+                       category="Figures", subcategory="all resolutions", labels={"figure": "speedup heatmap"}),
+        pareto=report(f"{RESULTS}/figures/throughput_vs_memory.png", caption="../report/throughput_vs_memory.rst",
+                      category="Figures", subcategory="all resolutions", labels={"figure": "throughput vs memory"}),
+        scaling=report(f"{RESULTS}/figures/scaling.png", caption="../report/scaling.rst",
+                       category="Figures", subcategory="all resolutions", labels={"figure": "scaling"}),
+    log:
+        f"{RESULTS}/logs/figures/overall.log",
+    shell:
+        "inferbench figures --summary {input.summary} --kind speedup_heatmap --kind throughput_vs_memory "
+        "--kind scaling --outdir $(dirname {output.heatmap}) > {log} 2>&1"

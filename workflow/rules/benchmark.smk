@@ -19,8 +19,11 @@ rule benchmark_cell:
         lock_dir=f"{RESULTS}/.locks",
     log:
         f"{RESULTS}/logs/cells/{{model}}/{{backend}}/{{device}}/{{precision}}/r{{resolution}}_b{{batch}}.log",
+    container:
+        config["container"]
+    threads: lambda wc: 1 if wc.device == "cuda" else all_cores()
     resources:
-        # A GPU cell takes one GPU; a CPU cell takes them all, so nothing is timed beside it.
+        # A GPU cell takes one GPU; a CPU cell takes them all (and every core), so nothing runs beside it.
         gpu=lambda wc: 1 if wc.device == "cuda" else gpu_slots(),
     shell:
         "inferbench cell --spec {params.spec:q} --artifact '{params.artifact}' "

@@ -2,6 +2,8 @@
 # stays declarative.
 import os
 import sys
+
+import yaml
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,10 +25,14 @@ RESULTS = config["results_dir"].rstrip("/")
 CELLS = cells(config)
 PKG = Path(workflow.basedir) / "workflow" / "inferbench"
 
-# One identity for the whole sweep, inherited by every job through the environment (not a
-# parameter: a new run id must not make Snakemake rerun finished cells).
-os.environ.setdefault("INFERBENCH_RUN_ID", datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
-os.environ.setdefault("INFERBENCH_CONFIG_SHA256", config_sha256(config))
+# One identity for the sweep: `run_id` from the config, else the model and the config's hash, so
+# that resuming or rerunning the same sweep keeps its name. Jobs inherit it through the environment
+# (not a parameter: a new label must not make Snakemake rerun finished cells).
+CONFIG_SHA256 = config_sha256({k: v for k, v in config.items() if k != "run_id"})
+RUN_ID = config.get("run_id") or f"{config['model']}-{CONFIG_SHA256[:12]}"
+os.environ["INFERBENCH_RUN_ID"] = RUN_ID
+os.environ["INFERBENCH_CONFIG_SHA256"] = CONFIG_SHA256
+RESOLVED_CONFIG_YAML = yaml.safe_dump(config, sort_keys=False)
 if config.get("container"):
     os.environ.setdefault("INFERBENCH_CONTAINER_IMAGE", config["container"])
 
@@ -36,6 +42,14 @@ def gpu_slots():
     r = workflow.global_resources.get("gpu")
     value = getattr(r, "value", r)
     return int(value) if value else 1
+
+
+def all_cores():
+    """Every core Snakemake was given: a CPU cell or an export then runs alone."""
+    try:
+        return workflow.cores
+    except Exception:  # a dry run without --cores
+        return 1
 
 
 # Source files whose change must rerun a job. The `code` trigger does not see imported modules,
@@ -92,4 +106,4 @@ def all_shards():
 
 
 def all_targets():
-    return [f"{RESULTS}/summary.parquet"] + table_targets() + figure_targets()
+    return [f"{RESULTS}/summary.parquet"] + table_targets() + figure_targets() + report_targets()

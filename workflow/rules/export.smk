@@ -10,6 +10,9 @@ rule export_artifact:
         spec=export_spec,
     log:
         f"{RESULTS}/logs/export/{{model}}/{{backend}}/{{variant}}.log",
+    container:
+        config["container"]
+    threads: lambda wc: all_cores()
     resources:
         # an export uses the CPUs and maybe a GPU: never beside a timed cell
         gpu=lambda wc: gpu_slots(),

@@ -83,6 +83,8 @@ class Runner:
     input_dtype: Any = None  # torch dtype the input must have
     compile_s: float | None = None
     facts: dict = field(default_factory=dict)  # resolved choices worth recording (providers, modes)
+    # the device tensor inside a prepared input, which io=host copies each batch into
+    staging_tensor: Callable[[Any], Any] = lambda prepared: prepared
     close: Callable[[], None] = lambda: None
 
 

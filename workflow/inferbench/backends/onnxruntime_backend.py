@@ -88,7 +88,8 @@ def _cuda_providers(ctx):
 
     o = ctx.options
     cuda_opts = {"device_id": str(torch.cuda.current_device()),
-                 # Run on PyTorch's stream: the harness's CUDA events then bracket ORT's kernels.
+                 # Run on the cell's (PyTorch's current) stream: the harness's CUDA events then bracket
+                 # ORT's kernels, and io=host copies are ordered before the run that reads them.
                  "user_compute_stream": str(torch.cuda.current_stream().cuda_stream),
                  "use_tf32": "0"}
     cuda_opts.update({k: str(v) for k, v in o.cuda_provider_options.items()})
@@ -117,7 +118,15 @@ def load(ctx) -> Runner:
                       facts={"providers": session.get_providers()})
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         raise Skip(f"this onnxruntime ({ort.__version__}) has no CUDA provider: install onnxruntime-gpu")
-    session = ort.InferenceSession(ctx.artifact_path, so, providers=_cuda_providers(ctx))
+    providers = _cuda_providers(ctx)
+    try:
+        session = ort.InferenceSession(ctx.artifact_path, so, providers=providers)
+    except Exception as exc:
+        if "use_tf32" not in str(exc):
+            raise
+        # an onnxruntime too old to know the option: it then has no TF32 path to turn off either
+        providers[-1][1].pop("use_tf32")
+        session = ort.InferenceSession(ctx.artifact_path, so, providers=providers)
     active = session.get_providers()
     if o.cuda_provider == "tensorrt" and "TensorrtExecutionProvider" not in active:
         # The wheel lists the TensorRT provider even when TensorRT's libraries are absent;
@@ -125,7 +134,8 @@ def load(ctx) -> Runner:
         raise Skip("ONNX Runtime's TensorRT provider could not be created (TensorRT libraries missing)")
     if "CUDAExecutionProvider" not in active:
         raise Skip(f"ONNX Runtime fell back to {active}: the CUDA provider failed to load (see the cell log)")
-    facts = {"providers": active, "io_binding": o.io_binding}
+    facts = {"providers": active, "io_binding": o.io_binding,
+             "cuda_provider_options": {k: v for k, v in providers[-1][1].items() if k != "user_compute_stream"}}
     if not o.io_binding:
         return Runner(run=lambda x: torch.from_numpy(session.run(None, {"input": x})[0]),
                       prepare=lambda t: t.cpu().numpy(), input_dtype=torch_dtype(cell.precision), facts=facts)
@@ -154,4 +164,4 @@ def _bound_runner(session, cell, facts) -> Runner:
         session.run_with_iobinding(binding)
         return out
 
-    return Runner(run=run, prepare=prepare, input_dtype=dtype, facts=facts)
+    return Runner(run=run, prepare=prepare, input_dtype=dtype, facts=facts, staging_tensor=lambda p: p[2])

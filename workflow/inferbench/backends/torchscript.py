@@ -42,7 +42,7 @@ def export(spec, options, out_path) -> dict:
     example = torch.randn(1, 3, spec.resolution, spec.resolution, device=spec.device, dtype=torch_dtype(spec.precision))
     if channels_last:
         example = example.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: frozen constants must be ordinary tensors
         traced = torch.jit.trace(model, example)
         frozen = torch.jit.freeze(traced.eval())
     torch.jit.save(frozen, out_path)
