@@ -24,8 +24,12 @@ from inferbench.telemetry.host import rss_peak_mb
 from inferbench.timing import CudaEventTimer, PerfCounterTimer, Settings, measure
 
 
+_T0 = time.monotonic()
+
+
 def log(msg: str) -> None:
-    print(f"[inferbench cell] {msg}", file=sys.stderr, flush=True)
+    # seconds since this worker started: shows where a cell's time goes (imports, load, timing)
+    print(f"[inferbench cell +{time.monotonic() - _T0:6.2f}s] {msg}", file=sys.stderr, flush=True)
 
 
 def default_threads() -> int:
@@ -139,6 +143,7 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict) -> list[dict
     try:
         import torch
 
+        log(f"torch {torch.__version__} imported")
         torch.set_num_threads(threads)
         if c.device == "cuda":
             if not torch.cuda.is_available():
@@ -207,10 +212,12 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict) -> list[dict
         out = out.float().cpu().clone()
         runner.close()
         del runner, prepared
+        log("accuracy check against fp32 eager PyTorch")
         ref = reference_logits(spec, host_inputs[0])
         acc = dict(accuracy(out, ref), reference_device=c.device)
         for r in rows.values():
             r.update(acc)
+        log("done")
         return finish("ok", "")
     except Skip as exc:
         return finish("skipped", str(exc))
