@@ -1,5 +1,9 @@
 """Run a step in a child process, so that a crash, a hang or an out-of-memory kill in one cell
-is recorded as that cell's failure instead of taking the sweep down."""
+is recorded as that cell's failure instead of taking the sweep down.
+
+The child is forked from the fork server (inferbench.forkserver: libraries already imported)
+when it can be, else started as a plain subprocess.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,49 @@ import subprocess
 import sys
 import threading
 
+from inferbench import forkserver
 
-def run_child(argv: list[str], timeout_s: float, env: dict | None = None) -> tuple[int | None, str]:
-    """Run `argv`, streaming its output to our stderr (the job log). Returns (exit code or None on
-    timeout, a one-line description of how it ended when it did not end well)."""
+
+def _describe(rc: int | None, tail, timeout_s: float) -> str:
+    if rc is None:
+        return f"timed out after {timeout_s:.0f} s (cell_timeout_s)"
+    if rc == 0:
+        return ""
+    last = " | ".join(list(tail)[-3:])
+    if rc < 0:
+        name = signal.Signals(-rc).name
+        hint = " (the kernel's OOM killer sends SIGKILL when host memory runs out)" if name == "SIGKILL" else ""
+        return f"the worker process died from {name}{hint}; last output: {last}"
+    return f"the worker process exited with code {rc}; last output: {last}"
+
+
+def run_inferbench(args: list[str], timeout_s: float, env: dict, lock_dir: str) -> tuple[int | None, str]:
+    """Run `inferbench ARGS` isolated, streaming its output to our stderr (the job log).
+    Returns (exit code, or None on timeout; a one-line description when it did not end well)."""
     tail: collections.deque = collections.deque(maxlen=15)
+
+    def on_output(line: str) -> None:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        if line.strip():
+            tail.append(line.rstrip())
+
+    if forkserver.enabled():
+        try:
+            rc = forkserver.run(args, env, lock_dir, timeout_s, on_output)
+            return rc, _describe(rc, tail, timeout_s)
+        except (OSError, RuntimeError) as exc:
+            on_output(f"[inferbench] fork server unavailable ({exc}); starting a fresh process\n")
+    rc = _run_subprocess([sys.executable, "-m", "inferbench", *args], timeout_s, env, on_output)
+    return rc, _describe(rc, tail, timeout_s)
+
+
+def _run_subprocess(argv, timeout_s, env, on_output) -> int | None:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1)
 
     def pump():
         for line in proc.stdout:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            if line.strip():
-                tail.append(line.rstrip())
+            on_output(line)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
@@ -30,13 +64,6 @@ def run_child(argv: list[str], timeout_s: float, env: dict | None = None) -> tup
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        reader.join(timeout=5)
-        return None, f"timed out after {timeout_s:.0f} s (cell_timeout_s)"
+        rc = None
     reader.join(timeout=5)
-    if rc == 0:
-        return 0, ""
-    if rc < 0:
-        name = signal.Signals(-rc).name
-        hint = " (the kernel's OOM killer sends SIGKILL when host memory runs out)" if name == "SIGKILL" else ""
-        return rc, f"the worker process died from {name}{hint}; last output: {' | '.join(list(tail)[-3:])}"
-    return rc, f"the worker process exited with code {rc}; last output: {' | '.join(list(tail)[-3:])}"
+    return rc

@@ -90,21 +90,20 @@ def run(args) -> int:
 
 def run_isolated(args, spec, base) -> int:
     from inferbench.devices import GpuClaim
-    from inferbench.isolation import run_child
+    from inferbench.isolation import run_inferbench
     from inferbench.shard import write_shard
 
     tmp = f"{args.out}.worker"
-    argv = [sys.executable, "-m", "inferbench", "cell", "--worker", "--spec", args.spec,
-            "--artifact", args.artifact, "--out", tmp]
+    argv = ["cell", "--worker", "--spec", args.spec, "--artifact", args.artifact, "--out", tmp]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if spec.cell.device == "cuda":
         # Own one GPU for the whole cell: never two timed cells on one device.
         with GpuClaim(args.lock_dir) as claim:
             env["CUDA_VISIBLE_DEVICES"] = claim.gpu
             print(f"[inferbench cell] claimed GPU {claim.gpu}", file=sys.stderr, flush=True)
-            rc, how = run_child(argv, spec.timeout_s, env)
+            rc, how = run_inferbench(argv, spec.timeout_s, env, args.lock_dir)
     else:
-        rc, how = run_child(argv, spec.timeout_s, env)
+        rc, how = run_inferbench(argv, spec.timeout_s, env, args.lock_dir)
     if rc == 0 and Path(tmp).exists():
         os.replace(tmp, args.out)
         return 0

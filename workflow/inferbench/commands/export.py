@@ -62,10 +62,11 @@ def run(args) -> int:
 
 
 def run_isolated(args, manifest: dict) -> int:
-    from inferbench.isolation import run_child
+    from inferbench.isolation import run_inferbench
 
-    argv = [sys.executable, "-m", "inferbench", "export", "--worker", "--spec", args.spec, "--out", args.out]
-    rc, how = run_child(argv, args.timeout, dict(os.environ, PYTHONUNBUFFERED="1"))
+    argv = ["export", "--worker", "--spec", args.spec, "--out", args.out]
+    lock_dir = str(Path(args.out).parents[3] / ".locks")  # results/artifacts/MODEL/BACKEND/x.json
+    rc, how = run_inferbench(argv, args.timeout, dict(os.environ, PYTHONUNBUFFERED="1"), lock_dir)
     if rc != 0 or not Path(args.out).exists():
         write_manifest(args.out, dict(manifest, status="error", reason=how or "the export wrote no manifest"))
     return 0

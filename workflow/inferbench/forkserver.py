@@ -1,0 +1,245 @@
+"""A fork server: a long-lived process that has imported torch, torchvision and onnxruntime once,
+and forks a fresh child for each cell.
+
+Why: importing those libraries costs 4 to 8 s per process on the GPU machines we measured, which is
+most of a GPU cell's wall time, and a sweep has hundreds of cells. Each cell still runs in its own
+process (a crash, a hang or an out-of-memory kill stays that cell's failure), with CUDA initialised
+in the child only, so nothing GPU-side is shared between cells: the server never touches CUDA, and
+NVML's per-process memory is the child's own.
+
+Protocol (one Unix socket connection per cell): the client sends a JSON request (argv, env, cwd)
+with the write end of a pipe as a passed file descriptor; the server forks, the child makes that
+pipe its stdout and stderr and runs `inferbench.cli.main(argv)`; the server answers
+{"pid": N} at once and {"returncode": R} when the child ends (negative R: killed by signal -R).
+
+The server exits after `idle_s` without work. Its socket name carries a hash of the Python
+executable, sys.path and the inferbench sources, so code changes get a fresh server.
+Set INFERBENCH_FORKSERVER=0 to run every cell in a plain subprocess instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+PRELOAD = ("numpy", "torch", "torchvision", "onnxruntime", "onnx", "pyarrow", "pyarrow.parquet")
+_PKG = Path(__file__).resolve().parent
+
+
+def enabled() -> bool:
+    return os.environ.get("INFERBENCH_FORKSERVER", "1") != "0"
+
+
+def socket_path(lock_dir: str | Path) -> Path:
+    h = hashlib.sha256()
+    h.update(sys.executable.encode())
+    h.update("\0".join(sys.path).encode())
+    for f in sorted(_PKG.rglob("*.py")):
+        h.update(f"{f.relative_to(_PKG)}:{f.stat().st_mtime_ns}".encode())
+    # Unix socket paths are limited to ~100 bytes: keep them short and under /tmp if needed.
+    base = Path(lock_dir)
+    path = base / f"fs-{h.hexdigest()[:16]}.sock"
+    if len(str(path.resolve())) > 100:
+        path = Path("/tmp") / f"inferbench-fs-{os.getuid()}-{h.hexdigest()[:16]}.sock"
+    return path
+
+
+# ---------------------------------------------------------------- client
+
+
+def _connect(path: Path) -> socket.socket | None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        return s
+    except OSError:
+        s.close()
+        return None
+
+
+def _start_server(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(str(path) + ".log", "ab")
+    subprocess.Popen([sys.executable, "-m", "inferbench.forkserver", "--socket", str(path)],
+                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True)
+
+
+def connect_or_start(lock_dir: str | Path, wait_s: float = 120.0) -> socket.socket:
+    path = socket_path(lock_dir)
+    s = _connect(path)
+    if s:
+        return s
+    _start_server(path)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        s = _connect(path)
+        if s:
+            return s
+    raise RuntimeError(f"the fork server did not start within {wait_s:.0f} s (see {path}.log)")
+
+
+def _read_message(f) -> dict | None:
+    line = f.readline()
+    return json.loads(line) if line else None
+
+
+def run(argv: list[str], env: dict, lock_dir: str | Path, timeout_s: float, on_output) -> int | None:
+    """Run `inferbench <argv>` in a child forked by the server. Output lines go to on_output.
+    Returns the exit code (negative: killed by that signal), or None on timeout (child killed)."""
+    sock = connect_or_start(lock_dir)
+    read_fd, write_fd = os.pipe()
+    try:
+        request = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd()}).encode() + b"\n"
+        socket.send_fds(sock, [request], [write_fd])
+    finally:
+        os.close(write_fd)
+
+    def pump():
+        with os.fdopen(read_fd, "r", errors="replace") as r:
+            for line in r:
+                on_output(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    replies = sock.makefile("r")
+    first = _read_message(replies)
+    if not first or "pid" not in first:
+        raise RuntimeError(f"the fork server refused the request: {first}")
+    pid = first["pid"]
+    sock.settimeout(timeout_s)
+    try:
+        done = _read_message(replies)
+    except (socket.timeout, TimeoutError):
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+        reader.join(timeout=5)
+        return None
+    reader.join(timeout=10)
+    sock.close()
+    if not done:
+        raise RuntimeError("the fork server went away while the cell ran")
+    return done["returncode"]
+
+
+# ---------------------------------------------------------------- server
+
+
+def _child(request: dict, out_fd: int) -> None:
+    """In the forked child: become the requested `inferbench` invocation."""
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.close(out_fd)
+    os.setsid()  # own process group: the server's signals are not ours
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.stdout = os.fdopen(1, "w", buffering=1)
+    sys.stderr = os.fdopen(2, "w", buffering=1)
+    code = 1
+    try:
+        from inferbench.cli import main
+
+        sys.argv = ["inferbench", *request["argv"]]
+        code = main(request["argv"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
+
+
+class Server:
+    def __init__(self, path: Path, idle_s: float):
+        self.path = path
+        self.idle_s = idle_s
+        self.active = 0
+        self.last_activity = time.monotonic()
+        self.lock = threading.Lock()
+
+    def serve(self) -> None:
+        for name in PRELOAD:
+            try:
+                __import__(name)
+            except Exception as exc:  # a missing optional library is the child's problem to report
+                print(f"preload {name}: {exc}", flush=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(tmp))
+        listener.listen(16)
+        os.replace(tmp, self.path)  # appear atomically, ready to accept
+        inode = self.path.stat().st_ino
+        listener.settimeout(1.0)
+        print(f"fork server {os.getpid()} listening on {self.path}", flush=True)
+        try:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except socket.timeout:
+                    with self.lock:
+                        idle = self.active == 0 and time.monotonic() - self.last_activity > self.idle_s
+                    if idle or not self.path.exists():
+                        break
+                    continue
+                self._handle(conn, listener)
+        finally:
+            listener.close()
+            try:
+                if self.path.stat().st_ino == inode:  # not a newer server's socket
+                    self.path.unlink()
+            except OSError:
+                pass
+
+    def _handle(self, conn: socket.socket, listener: socket.socket) -> None:
+        msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 1)
+        request = json.loads(msg.decode())
+        pid = os.fork()
+        if pid == 0:
+            listener.close()
+            conn.close()
+            _child(request, fds[0])
+        os.close(fds[0])
+        with self.lock:
+            self.active += 1
+        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        threading.Thread(target=self._reap, args=(conn, pid), daemon=True).start()
+
+    def _reap(self, conn: socket.socket, pid: int) -> None:
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        try:
+            conn.sendall(json.dumps({"returncode": code}).encode() + b"\n")
+        except OSError:
+            pass
+        conn.close()
+        with self.lock:
+            self.active -= 1
+            self.last_activity = time.monotonic()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="inferbench fork server (started on demand by `inferbench cell`)")
+    p.add_argument("--socket", required=True)
+    p.add_argument("--idle-s", type=float, default=600.0)
+    args = p.parse_args()
+    Server(Path(args.socket), args.idle_s).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
