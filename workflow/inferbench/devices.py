@@ -19,6 +19,7 @@ NO_CUDA = "no CUDA device"
 
 def cuda_device_count() -> int:
     """Devices visible to this process through the CUDA driver (honours CUDA_VISIBLE_DEVICES)."""
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     try:
         libcuda = ctypes.CDLL("libcuda.so.1")
     except OSError:

@@ -100,6 +100,7 @@ def run_isolated(args, spec, base) -> int:
         # Own one GPU for the whole cell: never two timed cells on one device.
         with GpuClaim(args.lock_dir) as claim:
             env["CUDA_VISIBLE_DEVICES"] = claim.gpu
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's numbering = NVML's, for telemetry
             print(f"[inferbench cell] claimed GPU {claim.gpu}", file=sys.stderr, flush=True)
             rc, how = run_inferbench(argv, spec.timeout_s, env, args.lock_dir)
     else:
