@@ -42,6 +42,13 @@ def socket_path(lock_dir: str | Path) -> Path:
     h = hashlib.sha256()
     h.update(sys.executable.encode())
     h.update("\0".join(sys.path).encode())
+    # inside a container: a rebuilt image at the same path must not reuse an old image's server
+    for var in ("APPTAINER_CONTAINER", "SINGULARITY_CONTAINER"):
+        image = os.environ.get(var)
+        if image:
+            h.update(image.encode())
+            if os.path.exists(image):
+                h.update(str(os.stat(image).st_mtime_ns).encode())
     for f in sorted(_PKG.rglob("*.py")):
         h.update(f"{f.relative_to(_PKG)}:{f.stat().st_mtime_ns}".encode())
     # Unix socket paths are limited to ~100 bytes: keep them short and under /tmp if needed.

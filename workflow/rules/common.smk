@@ -33,8 +33,24 @@ RUN_ID = config.get("run_id") or f"{config['model']}-{CONFIG_SHA256[:12]}"
 os.environ["INFERBENCH_RUN_ID"] = RUN_ID
 os.environ["INFERBENCH_CONFIG_SHA256"] = CONFIG_SHA256
 RESOLVED_CONFIG_YAML = yaml.safe_dump(config, sort_keys=False)
-if config.get("container"):
-    os.environ.setdefault("INFERBENCH_CONTAINER_IMAGE", config["container"])
+# Does this run put the export and benchmark jobs in the image (--use-singularity, --use-apptainer,
+# --sdm apptainer)? Without it Snakemake ignores `container:` and runs them on the host.
+from snakemake.settings.types import DeploymentMethod
+
+_deployment = getattr(getattr(workflow, "deployment_settings", None), "deployment_method", None) or ()
+IN_CONTAINER = DeploymentMethod.APPTAINER in _deployment
+if IN_CONTAINER and not config.get("container"):
+    raise WorkflowError(
+        "--use-singularity (--use-apptainer) is on, but the config has `container: null`, so the export and "
+        "benchmark jobs would run on the host. Set `container:` to the image, e.g. "
+        "--config container=/path/to/inferbench_0.1.0-ngc26.02.sif or "
+        "container=docker://REGISTRY/inferbench:0.1.0-ngc26.02, or leave out --use-singularity."
+    )
+# The image the jobs run in, recorded in every shard; none when they run on the host.
+if IN_CONTAINER:
+    os.environ["INFERBENCH_CONTAINER_IMAGE"] = config["container"]
+else:
+    os.environ.pop("INFERBENCH_CONTAINER_IMAGE", None)
 
 
 def gpu_slots():

@@ -1,0 +1,269 @@
+"""WIRING test of `snakemake --cores 1 --use-singularity` -- not a test of the image.
+
+No container runtime exists on CI (no Docker engine, no Apptainer), and the GPU image
+(docker/Dockerfile) has never been built there. So this checks the wiring only: that the
+REAL Snakemake, run as the users type it from a checkout (profiles/default is picked up
+automatically), sends every `export_artifact` and `benchmark_cell` job through
+`apptainer exec` with `--nv`, the configured image and the environment the jobs need,
+and runs the aggregation/report rules on the host.
+
+tests/fake_apptainer/apptainer stands in for Apptainer (first on PATH, also as
+`singularity`): it answers `--version`, fakes `pull`/`build` with placeholder files,
+records every call as one JSON line, and runs the inner command of `apptainer exec` on the
+HOST with the host's Python. What runs inside the real image (torch, onnxruntime-gpu,
+/usr/local/bin/inferbench) is NOT exercised here.
+
+Also checked: the same tiny sweep without --use-singularity, on a machine without
+apptainer, runs everything on the host. Run with `-s` to see the exact exec lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STAND_IN = REPO / "tests" / "fake_apptainer" / "apptainer"
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+IMAGE_URL = "docker://example.org/inferbench:0.1.0-wiring-test"
+
+pytestmark = pytest.mark.slow
+
+CONTAINER_RULE_COMMANDS = ("export", "cell")  # `inferbench SUB` of export_artifact / benchmark_cell
+HOST_RULE_COMMANDS = ("aggregate", "tables", "figures", "report", "archive")
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+
+
+def make_checkout(dest: Path, container: str | None) -> Path:
+    """A scratch copy of the repository (what a user has on the GPU host) plus tiny.yaml."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".snakemake", "results")
+    dest.mkdir(parents=True)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(REPO / name, dest / name)
+    for name in ("workflow", "profiles"):
+        shutil.copytree(REPO / name, dest / name, ignore=ignore)
+    cfg = yaml.safe_load(TINY.read_text())
+    # Keep it fast on 2 cores: one resolution, one batch, CPU only, two backends
+    # (pytorch needs no artifact, onnxruntime needs one export job).
+    cfg.update(
+        resolutions=[32],
+        batch_sizes=[2],
+        precisions=["fp32"],
+        devices=["cpu"],
+        backends={"pytorch": {}, "onnxruntime": {}},
+        per_device={"cpu": {"backends": ["pytorch", "onnxruntime"], "precisions": ["fp32"]}},
+        results_dir="results",
+        container=container,
+    )
+    (dest / "tiny.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dest
+
+
+def fake_bin(dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    for name in ("apptainer", "singularity"):
+        shutil.copy2(STAND_IN, dest / name)
+        (dest / name).chmod(0o755)
+    return dest
+
+
+def base_env(path_prefix: list[Path]) -> dict:
+    """The caller's environment minus anything that would leak into the run."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("INFERBENCH_", "APPTAINER", "SINGULARITY", "SNAKEMAKE_"))
+           and k not in ("PYTHONPATH", "FAKE_APPTAINER_LOG")}
+    # No fork server (inferbench.forkserver): it would outlive the test by its idle time, and it
+    # is not what this test is about.
+    env["INFERBENCH_FORKSERVER"] = "0"
+    python_bin = Path(sys.executable).parent  # snakemake and inferbench of this environment
+    env["PATH"] = os.pathsep.join([*map(str, path_prefix), str(python_bin), "/usr/bin", "/bin"])
+    return env
+
+
+def snakemake_cmd(*args: str) -> list[str]:
+    exe = Path(sys.executable).parent / "snakemake"
+    head = [str(exe)] if exe.exists() else [sys.executable, "-m", "snakemake"]
+    return [*head, *args]
+
+
+def run_snakemake(cwd: Path, env: dict, *args: str, timeout: float = 600, check: bool = True):
+    cmd = snakemake_cmd(*args)
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    print(f"\n$ {shlex.join(cmd)}   (in {cwd}, {time.monotonic() - start:.1f}s, rc={proc.returncode})")
+    if check and proc.returncode != 0:
+        pytest.fail(f"snakemake exited {proc.returncode}: {shlex.join(cmd)}\n"
+                    f"--- stdout ---\n{proc.stdout[-5000:]}\n--- stderr ---\n{proc.stderr[-10000:]}")
+    return proc
+
+
+def read_calls(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+
+
+def inner_script(call: dict) -> str:
+    """The `bash -c SCRIPT` that Snakemake hands to `apptainer exec ... IMAGE`."""
+    cmd = call["command"]
+    assert len(cmd) == 3 and cmd[1] == "-c", cmd
+    return cmd[2]
+
+
+def inferbench_subcommand(script: str) -> str | None:
+    words = shlex.split(script.replace(";", " ; "))
+    return words[words.index("inferbench") + 1] if "inferbench" in words else None
+
+
+def out_path(script: str) -> str:
+    words = shlex.split(script.replace(";", " ; "))
+    return words[words.index("--out") + 1]
+
+
+def read_shard_rows(shard: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(shard).to_pylist()
+
+
+# ---------------------------------------------------------------------------------------
+# the containerised run (once per module)
+
+
+@pytest.fixture(scope="module")
+def apptainer_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wiring")
+    checkout = make_checkout(root / "checkout", container=IMAGE_URL)
+    bin_dir = fake_bin(root / "fakebin")
+    log = root / "fake-apptainer.jsonl"
+    env = base_env([bin_dir])
+    env["FAKE_APPTAINER_LOG"] = str(log)
+    proc = run_snakemake(checkout, env, "--cores", "1", "--use-singularity", "--configfile", "tiny.yaml")
+    calls = read_calls(log)
+    execs = [c for c in calls if c.get("subcommand") == "exec"]
+    exec_lines = "\n".join(shlex.join(c["argv"]) for c in execs)
+    print(f"--- {len(execs)} apptainer exec calls, exactly as Snakemake made them ---\n{exec_lines}")
+    return {"checkout": checkout, "calls": calls, "execs": execs, "exec_lines": exec_lines,
+            "proc": proc, "results": checkout / "results"}
+
+
+def test_containerised_rules_go_through_apptainer_exec_with_nv_and_the_image(apptainer_run):
+    r = apptainer_run
+    lines = r["exec_lines"]
+    results = r["results"]
+    manifests = sorted(str(p.relative_to(r["checkout"])) for p in (results / "artifacts").rglob("*.json"))
+    shards = sorted(str(p.relative_to(r["checkout"])) for p in (results / "shards").rglob("*.parquet"))
+    assert manifests and len(shards) == 2, (manifests, shards)
+
+    by_sub = {sub: sorted(out_path(inner_script(c)) for c in r["execs"]
+                          if inferbench_subcommand(inner_script(c)) == sub)
+              for sub in CONTAINER_RULE_COMMANDS}
+    assert by_sub["export"] == manifests, f"every export_artifact job via apptainer exec:\n{lines}"
+    assert by_sub["cell"] == shards, f"every benchmark_cell job via apptainer exec:\n{lines}"
+    assert len(r["execs"]) == len(manifests) + len(shards), f"nothing else in a container:\n{lines}"
+
+    # Snakemake pulls docker:// once into .snakemake/singularity/<md5 of the URL>.simg
+    image = r["checkout"] / ".snakemake" / "singularity" / (hashlib.md5(IMAGE_URL.encode()).hexdigest() + ".simg")
+    pulls = [c for c in r["calls"] if c.get("subcommand") == "pull"]
+    assert [(c["uri"], c["target"]) for c in pulls] == [(IMAGE_URL, str(image))], pulls
+    for call in r["execs"]:
+        argv = call["argv"]
+        options = call["options"]
+        assert argv[1] == "exec", f"{shlex.join(argv)}\n--- all exec lines ---\n{lines}"
+        assert ["--nv", None] in options, f"--nv missing: {shlex.join(argv)}\n--- all exec lines ---\n{lines}"
+        assert call["image"] == str(image), f"wrong image: {shlex.join(argv)}\n--- all ---\n{lines}"
+        assert ["--home", str(r["checkout"])] in options, shlex.join(argv)  # mounts the checkout
+        assert ["--env", "PYTHONPATH=workflow"] in options, shlex.join(argv)  # the checkout's code
+        assert call["cwd"] == str(r["checkout"]), call["cwd"]
+        assert "--cleanenv" not in [n for n, _ in options], shlex.join(argv)
+
+
+def test_aggregation_and_report_rules_run_on_the_host(apptainer_run):
+    r = apptainer_run
+    subs = [inferbench_subcommand(inner_script(c)) for c in r["execs"]]
+    assert not set(subs) & set(HOST_RULE_COMMANDS), f"host rules inside the container:\n{r['exec_lines']}"
+    assert all("printf" not in inner_script(c) for c in r["execs"]), r["exec_lines"]  # resolved_config
+    results = r["results"]
+    for name in ("summary.parquet", "report.html", "report.md", "tables/32.csv", "config.resolved.yaml"):
+        assert (results / name).is_file(), name
+    # Snakemake itself says which jobs it containerised: "Activating singularity image" per job
+    activations = (r["proc"].stdout + r["proc"].stderr).count("Activating singularity image")
+    assert activations == len(r["execs"]), (activations, r["exec_lines"])
+
+
+def test_run_identity_reaches_the_containerised_jobs(apptainer_run):
+    r = apptainer_run
+    run_ids = set()
+    for call in r["execs"]:
+        env = call["env"]
+        assert env["INFERBENCH_RUN_ID"] and env["INFERBENCH_CONFIG_SHA256"], (env, shlex.join(call["argv"]))
+        assert env["INFERBENCH_CONTAINER_IMAGE"] == IMAGE_URL, (env, shlex.join(call["argv"]))
+        assert env["PYTHONPATH"] == "workflow", env
+        run_ids.add((env["INFERBENCH_RUN_ID"], env["INFERBENCH_CONFIG_SHA256"]))
+    assert len(run_ids) == 1, run_ids
+    # PYTHONPATH=workflow is relative to the job's directory: the checkout's package
+    assert (r["checkout"] / "workflow" / "inferbench" / "__init__.py").is_file()
+
+
+def test_shards_record_the_container_image(apptainer_run):
+    r = apptainer_run
+    (run_id, sha), = {(c["env"]["INFERBENCH_RUN_ID"], c["env"]["INFERBENCH_CONFIG_SHA256"]) for c in r["execs"]}
+    shards = sorted((r["results"] / "shards").rglob("*.parquet"))
+    assert len(shards) == 2
+    for shard in shards:
+        rows = read_shard_rows(shard)
+        assert rows, shard
+        for row in rows:
+            assert row["container_image"] == IMAGE_URL, (shard, row.get("container_image"))
+            assert row["run_id"] == run_id and row["config_sha256"] == sha, (shard, row["run_id"])
+
+
+# ---------------------------------------------------------------------------------------
+# without --use-singularity
+
+
+def test_without_use_singularity_runs_on_the_host_without_apptainer(tmp_path):
+    checkout = make_checkout(tmp_path / "checkout", container=None)
+    env = base_env([])
+    assert shutil.which("apptainer", path=env["PATH"]) is None, "this test needs a PATH without apptainer"
+    assert shutil.which("singularity", path=env["PATH"]) is None
+    run_snakemake(checkout, env, "--cores", "1", "--configfile", "tiny.yaml")
+    results = checkout / "results"
+    shards = sorted((results / "shards").rglob("*.parquet"))
+    assert len(shards) == 2, shards
+    for shard in shards:
+        for row in read_shard_rows(shard):
+            assert row["container_image"] is None, (shard, row["container_image"])
+    assert (results / "report.html").is_file()
+    assert not list((checkout / ".snakemake").rglob("*.simg")), "no image pulled"
+
+
+def test_container_configured_but_not_used_records_no_image(tmp_path):
+    checkout = make_checkout(tmp_path / "checkout", container=IMAGE_URL)
+    env = base_env([])
+    run_snakemake(checkout, env, "--cores", "1", "--configfile", "tiny.yaml", "--until", "benchmark_cell")
+    shards = sorted((checkout / "results" / "shards").rglob("*.parquet"))
+    assert len(shards) == 2, shards
+    for shard in shards:
+        for row in read_shard_rows(shard):
+            assert row["container_image"] is None, (shard, row["container_image"])
+
+
+def test_use_singularity_without_a_container_fails_early(tmp_path):
+    checkout = make_checkout(tmp_path / "checkout", container=None)
+    env = base_env([fake_bin(tmp_path / "fakebin")])
+    env["FAKE_APPTAINER_LOG"] = str(tmp_path / "fake-apptainer.jsonl")
+    proc = run_snakemake(checkout, env, "--cores", "1", "--use-singularity", "--configfile", "tiny.yaml",
+                         "--dry-run", check=False)
+    assert proc.returncode != 0 and "container" in (proc.stdout + proc.stderr), proc.stdout[-2000:]

@@ -1,0 +1,232 @@
+"""Run Snakemake through the SLURM executor on a real (single-node) SLURM cluster.
+
+The SLURM tests are skipped unless INFERBENCH_SLURM=1 is set and `sinfo` is on PATH.
+Locally / in CI:
+
+    bash .ci/slurm/start.sh                      # installs + starts slurmctld/slurmd/munged
+    INFERBENCH_SLURM=1 pytest -m slurm tests/test_slurm.py
+    bash .ci/slurm/stop.sh
+
+They need `snakemake-executor-plugin-slurm` (tested: 2.8.0 with snakemake 9.27.1)
+in the Python environment that runs pytest; the SLURM jobs run that same Python
+(sbatch --export=ALL), so the cluster node must see the same environment -- true on
+the single-node test cluster.
+
+`run_pipeline_on_slurm()` is the entry point for running the real pipeline
+(<repo>/Snakefile) on the cluster; see its docstring.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = REPO / "profiles"
+# The profile the tests use: profiles/slurm with the GPU request switched off.
+TEST_PROFILE = PROFILES / "slurm-cpu"
+
+SLURM_ENABLED = os.environ.get("INFERBENCH_SLURM") == "1" and shutil.which("sinfo") is not None
+
+needs_slurm = pytest.mark.skipif(
+    not SLURM_ENABLED,
+    reason="needs a SLURM cluster: run .ci/slurm/start.sh and set INFERBENCH_SLURM=1",
+)
+
+
+def _snakemake(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """Run `python -m snakemake ARGS` in CWD; fail the test with its output on error."""
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    try:
+        proc = subprocess.run(
+            cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:  # leave no SLURM jobs queued behind us
+        subprocess.run(["scancel", "--user", _user()], check=False)
+        pytest.fail(f"snakemake timed out after {timeout}s: {cmd}\n{exc.stdout}\n{exc.stderr}")
+    if proc.returncode != 0:
+        pytest.fail(
+            f"snakemake exited {proc.returncode}: {' '.join(cmd)}\n"
+            f"--- stdout ---\n{proc.stdout[-5000:]}\n--- stderr ---\n{proc.stderr[-10000:]}"
+        )
+    return proc
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def run_pipeline_on_slurm(
+    workdir: str | os.PathLike,
+    configfile: str | os.PathLike,
+    *,
+    profile: str | os.PathLike = TEST_PROFILE,
+    cores: int | None = None,
+    extra_args: tuple[str, ...] = (),
+    timeout: float = 1800,
+) -> subprocess.CompletedProcess:
+    """Run the real pipeline <repo>/Snakefile on SLURM, every rule as a SLURM job.
+
+    Calls, with WORKDIR as the current directory (the plugin writes its job logs to
+    ./.snakemake/slurm_logs/rule_<name>/<wildcards>/<jobid>.log):
+
+        python -m snakemake --snakefile <repo>/Snakefile --directory WORKDIR
+            --configfile CONFIGFILE --profile <repo>/profiles/slurm-cpu
+            [--cores CORES] [EXTRA_ARGS...]
+
+    `--profile` selects `executor: slurm` and the resources (profiles/slurm-cpu: no
+    GPU, sized for the 2-CPU test node; pass profile=REPO / "profiles/slurm" on a
+    real GPU cluster).
+
+    No `--cores` by default, on purpose: Snakemake caps every rule's threads at
+    --cores even when the jobs run on SLURM, and the profiles derive
+    `--cpus-per-task` from threads, so `--cores 1` would give every SLURM job one CPU
+    (verified: a `threads: 2` rule was submitted with --cpus-per-task=1). With the
+    slurm executor and no --cores, threads are not capped; parallelism is bounded by
+    the profile's `jobs:`. Pass cores=N only to cap threads on purpose.
+
+    Fails the calling test with snakemake's output if it exits non-zero, otherwise
+    returns the CompletedProcess. Needs a running cluster (.ci/slurm/start.sh); call
+    it from a test decorated with @needs_slurm and @pytest.mark.slurm, e.g.
+
+        @pytest.mark.slurm
+        @needs_slurm
+        def test_pipeline_on_slurm(tmp_path):
+            cfg = tmp_path / "config.yaml"; cfg.write_text(...)  # a tiny matrix
+            run_pipeline_on_slurm(tmp_path, cfg)
+            assert (tmp_path / "results" / ...).exists()
+    """
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = [
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--configfile", str(Path(configfile).resolve()),
+        "--profile", str(profile),
+        *(["--cores", str(cores)] if cores is not None else []),
+        *extra_args,
+    ]
+    return _snakemake(args, cwd=workdir, timeout=timeout)
+
+
+# Two rules, two SLURM jobs: `second` consumes `first`'s output, so the executor must
+# also track completion across jobs. Each writes the job id SLURM gave it, the host it
+# ran on and the threads Snakemake gave it.
+TOY_SNAKEFILE = r"""
+rule all:
+    input: "second.txt"
+
+rule first:
+    output: "first.txt"
+    shell: "echo $SLURM_JOB_ID > {output} && hostname >> {output}"
+
+rule second:
+    input: "first.txt"
+    output: "second.txt"
+    threads: 2
+    shell: "echo $SLURM_JOB_ID > {output} && hostname >> {output} && echo {threads} >> {output}"
+"""
+
+
+def _job_cpus(jobid: str) -> int:
+    """CPUs SLURM allocated to a job (squeue keeps finished jobs for MinJobAge)."""
+    sq = subprocess.run(
+        ["squeue", "-h", "--states=all", "-j", jobid, "-o", "%C"],
+        capture_output=True, text=True, check=True,
+    )
+    return int(sq.stdout.strip())
+
+
+def _job_state(jobid: str) -> str:
+    """Final state of a SLURM job: from sacct where accounting exists, else squeue."""
+    sacct = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", jobid, "-o", "State"],
+        capture_output=True, text=True,
+    )
+    if sacct.returncode == 0 and sacct.stdout.strip():
+        return sacct.stdout.split()[0]
+    # No slurmdbd (our test cluster): squeue keeps finished jobs for MinJobAge.
+    sq = subprocess.run(
+        ["squeue", "-h", "--states=all", "-j", jobid, "-o", "%T"],
+        capture_output=True, text=True, check=True,
+    )
+    return sq.stdout.strip()
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_toy_workflow_runs_as_slurm_jobs(tmp_path):
+    (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
+    proc = _snakemake(
+        ["--snakefile", "Snakefile", "--profile", str(TEST_PROFILE)],
+        cwd=tmp_path,
+        timeout=600,
+    )
+    log = proc.stdout + proc.stderr
+
+    host = socket.gethostname().split(".")[0]
+    jobids = {}
+    for rule in ("first", "second"):
+        lines = (tmp_path / f"{rule}.txt").read_text().split()
+        # The shell ran inside a SLURM job: SLURM_JOB_ID was set ...
+        assert lines and re.fullmatch(r"\d+", lines[0]), f"{rule}: no SLURM job id: {lines}"
+        jobids[rule] = lines[0]
+        # ... on the cluster's (only) node.
+        assert lines[1] == host
+        # SLURM knows the job and it completed.
+        assert _job_state(jobids[rule]) == "COMPLETED"
+        # The plugin's per-job log (kept: slurm-keep-successful-logs) is there.
+        logs = list((tmp_path / ".snakemake" / "slurm_logs").glob(f"rule_{rule}/**/{jobids[rule]}.log"))
+        assert logs, f"no .snakemake/slurm_logs/rule_{rule}/**/{jobids[rule]}.log"
+        # Snakemake reported submitting it.
+        assert f"submitted with SLURM jobid {jobids[rule]} " in log, log[-3000:]
+    assert jobids["first"] != jobids["second"]
+    # threads: 2 reached the job, and SLURM allocated 2 CPUs for it
+    # (cpus_per_task: threads in the profile).
+    assert (tmp_path / "second.txt").read_text().split()[2] == "2"
+    assert _job_cpus(jobids["second"]) == 2
+    assert _job_cpus(jobids["first"]) == 1
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((PROFILES / name / "config.yaml").read_text())
+
+
+def test_slurm_profiles_stay_in_step():
+    """profiles/slurm-cpu must differ from profiles/slurm only where it is meant to."""
+    gpu, cpu = _load("slurm"), _load("slurm-cpu")
+    assert gpu["executor"] == cpu["executor"] == "slurm"
+    # Same settings apart from the test-cluster-only ones.
+    test_only = {"slurm-status-command", "slurm-init-seconds-before-status-checks"}
+    assert set(cpu) - test_only == set(gpu)
+    for key in ("retries", "printshellcmds", "keep-going", "slurm-keep-successful-logs"):
+        assert cpu[key] == gpu[key], key
+    assert cpu["slurm-status-command"] == "squeue"
+    # Same resource names, the same rules with the same resource names.
+    assert set(cpu["default-resources"]) == set(gpu["default-resources"])
+    assert set(cpu["set-resources"]) == set(gpu["set-resources"]) == {
+        "export_artifact", "benchmark_cell", "aggregate", "tables",
+        "figures_per_resolution", "figures_overall", "report", "archive",
+    }
+    for rule, res in gpu["set-resources"].items():
+        assert set(cpu["set-resources"][rule]) == set(res), rule
+    # The one intended difference in kind: a GPU on the real cluster, none on the test one.
+    assert gpu["set-resources"]["benchmark_cell"]["gpu"] == 1
+    assert cpu["set-resources"]["benchmark_cell"]["gpu"] == 0
+    assert set(cpu["set-threads"]) == set(gpu["set-threads"])
+    assert gpu["default-resources"]["cpus_per_task"] == cpu["default-resources"]["cpus_per_task"] == "threads"
+    # Everything in slurm-cpu fits the 2-CPU test node.
+    assert all(n <= 2 for n in cpu["set-threads"].values())
+    for rule, res in cpu["set-resources"].items():
+        assert "cpus_per_task" not in res, f"{rule}: set its CPUs with set-threads"
+        assert res["mem_mb"] <= 4000, rule
