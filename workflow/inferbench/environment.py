@@ -30,13 +30,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def git_commit() -> str | None:
+def git_commit(repo: Path | None = None) -> str | None:
+    """The checkout's commit, with "+dirty" when tracked files differ from it; None outside git.
+    The Snakefile sets INFERBENCH_GIT_COMMIT once for every job (a container may have no git)."""
     if os.environ.get("INFERBENCH_GIT_COMMIT"):
         return os.environ["INFERBENCH_GIT_COMMIT"]
+    cwd = repo or Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        commit = head.stdout.strip()
+        if head.returncode != 0 or len(commit) != 40:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
 

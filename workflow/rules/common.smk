@@ -32,6 +32,9 @@ CONFIG_SHA256 = config_sha256({k: v for k, v in config.items() if k != "run_id"}
 RUN_ID = config.get("run_id") or f"{config['model']}-{CONFIG_SHA256[:12]}"
 os.environ["INFERBENCH_RUN_ID"] = RUN_ID
 os.environ["INFERBENCH_CONFIG_SHA256"] = CONFIG_SHA256
+from inferbench.environment import git_commit
+
+os.environ.setdefault("INFERBENCH_GIT_COMMIT", git_commit(Path(workflow.basedir)) or "unknown")
 RESOLVED_CONFIG_YAML = yaml.safe_dump(config, sort_keys=False)
 # Does this run put the export and benchmark jobs in the image (--use-singularity, --use-apptainer,
 # --sdm apptainer)? Without it Snakemake ignores `container:` and runs them on the host.
