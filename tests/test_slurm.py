@@ -230,3 +230,54 @@ def test_slurm_profiles_stay_in_step():
     for rule, res in cpu["set-resources"].items():
         assert "cpus_per_task" not in res, f"{rule}: set its CPUs with set-threads"
         assert res["mem_mb"] <= 4000, rule
+
+
+# The real pipeline on SLURM: a CPU-only slice of the tiny config, small enough for the 2-CPU node.
+PIPELINE_CONFIG = {
+    "model": "resnet18",
+    "resolutions": [32],
+    "batch_sizes": [2],
+    "precisions": ["fp32"],
+    "devices": ["cpu"],
+    "backends": {"pytorch": {}, "onnxruntime": {}},
+    "measurement": {"warmup_iters": 1, "warmup_min_s": 0, "min_iters": 5, "min_time_s": 0.2, "num_buffers": 2},
+}
+
+# Columns that must not depend on where a cell ran (timings, hosts and job ids may).
+STABLE_COLUMNS = ["model", "backend", "precision", "device", "io", "resolution", "batch_size", "status", "reason",
+                  "backend_options", "top1_agreement", "run_id", "config_sha256", "torch_version",
+                  "onnxruntime_version", "inferbench_version", "seed", "weights", "timer"]
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_real_pipeline_on_slurm_matches_a_local_run(tmp_path):
+    import pandas as pd
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(PIPELINE_CONFIG))
+    env_cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile", str(cfg)]
+
+    run_pipeline_on_slurm(tmp_path / "slurm", cfg)
+    local = tmp_path / "local"
+    local.mkdir()
+    subprocess.run([*env_cmd, "--directory", str(local), "--cores", "2"], cwd=local, check=True,
+                   capture_output=True, text=True, timeout=900)
+
+    on_slurm = pd.read_parquet(tmp_path / "slurm" / "results" / "summary.parquet")
+    here = pd.read_parquet(local / "results" / "summary.parquet")
+    key = ["backend", "precision", "device", "io", "resolution", "batch_size"]
+    on_slurm, here = on_slurm.sort_values(key).reset_index(drop=True), here.sort_values(key).reset_index(drop=True)
+    assert len(on_slurm) == len(here) == 2
+    assert (on_slurm.status == "ok").all(), on_slurm[["backend", "status", "reason"]]
+    pd.testing.assert_frame_equal(on_slurm[STABLE_COLUMNS], here[STABLE_COLUMNS])
+    assert (on_slurm.max_abs_err - here.max_abs_err).abs().max() < 1e-4
+
+    # every cell and export ran as a SLURM job: the plugin kept one log per job, named by job id
+    logs = tmp_path / "slurm" / ".snakemake" / "slurm_logs"
+    cell_logs = list((logs / "rule_benchmark_cell").rglob("*.log"))
+    assert len(cell_logs) == 2, sorted(logs.rglob("*.log"))
+    for log in cell_logs:
+        assert log.stem.isdigit(), log
+        assert _job_state(log.stem) == "COMPLETED"
+    assert list((logs / "rule_export_artifact").rglob("*.log"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -67,7 +68,8 @@ class GpuClaim:
         deadline = time.monotonic() + self.wait_s
         while True:
             for gpu in gpus:
-                fd = os.open(self.lock_dir / f"gpu{gpu}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                # per host: on a cluster the results folder (and this lock folder) is shared
+                fd = os.open(self.lock_dir / f"{socket.gethostname()}-gpu{gpu}.lock", os.O_RDWR | os.O_CREAT, 0o644)
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:

@@ -40,6 +40,7 @@ def enabled() -> bool:
 
 def socket_path(lock_dir: str | Path) -> Path:
     h = hashlib.sha256()
+    h.update(socket.gethostname().encode())  # Unix sockets are per host; results may be shared
     h.update(sys.executable.encode())
     h.update("\0".join(sys.path).encode())
     # inside a container: a rebuilt image at the same path must not reuse an old image's server
@@ -72,10 +73,10 @@ def _connect(path: Path) -> socket.socket | None:
         return None
 
 
-def _start_server(path: Path) -> None:
+def _start_server(path: Path, lock_dir: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     log = open(str(path) + ".log", "ab")
-    subprocess.Popen([sys.executable, "-m", "inferbench.forkserver", "--socket", str(path)],
+    subprocess.Popen([sys.executable, "-m", "inferbench.forkserver", "--socket", str(path), "--watch", str(lock_dir)],
                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True)
 
 
@@ -84,7 +85,7 @@ def connect_or_start(lock_dir: str | Path, wait_s: float = 120.0) -> socket.sock
     s = _connect(path)
     if s:
         return s
-    _start_server(path)
+    _start_server(path, Path(lock_dir).resolve())
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         time.sleep(0.2)
@@ -172,8 +173,9 @@ def _child(request: dict, out_fd: int) -> None:
 
 
 class Server:
-    def __init__(self, path: Path, idle_s: float):
+    def __init__(self, path: Path, idle_s: float, watch: Path | None = None):
         self.path = path
+        self.watch = watch  # the results' lock folder: gone means the results are gone
         self.idle_s = idle_s
         self.active = 0
         self.last_activity = time.monotonic()
@@ -200,7 +202,7 @@ class Server:
                 except socket.timeout:
                     with self.lock:
                         idle = self.active == 0 and time.monotonic() - self.last_activity > self.idle_s
-                    if idle or not self.path.exists():
+                    if idle or not self.path.exists() or (self.watch and not self.watch.exists()):
                         break
                     continue
                 self._handle(conn, listener)
@@ -243,8 +245,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description="inferbench fork server (started on demand by `inferbench cell`)")
     p.add_argument("--socket", required=True)
     p.add_argument("--idle-s", type=float, default=600.0)
+    p.add_argument("--watch", help="exit when this folder disappears")
     args = p.parse_args()
-    Server(Path(args.socket), args.idle_s).serve()
+    Server(Path(args.socket), args.idle_s, Path(args.watch) if args.watch else None).serve()
     return 0
 
 

@@ -2,23 +2,9 @@
 # These run on the host (no `container:`): they need only pandas/pyarrow/matplotlib, read files
 # the benchmark jobs wrote, and so stay cheap to rerun and independent of the benchmark image.
 
-REPORTING_CODE = [str(PKG / f) for f in ("tables.py", "figures.py", "findings.py", "report.py", "schema.py")]
-
-
-def table_targets():
-    return [f"{RESULTS}/tables/{r}.{ext}" for r in config["resolutions"] for ext in ("csv", "md", "html")]
-
-
-def figure_targets():
-    per_resolution = [f"{RESULTS}/figures/{name}{r}.png" for r in config["resolutions"]
-                      for name in ("", "latency_", "gpu_memory_")]
-    return per_resolution + [f"{RESULTS}/figures/{name}.png" for name in OVERALL_FIGURES]
-
-
-OVERALL_FIGURES = ("speedup_heatmap", "throughput_vs_memory", "scaling")
-
-
 rule aggregate:
+    conda:
+        CONDA_ENV
     input:
         shards=all_shards(),
         code=[str(PKG / "commands/aggregate.py"), str(PKG / "shard.py"), str(PKG / "schema.py")],
@@ -27,10 +13,12 @@ rule aggregate:
     log:
         f"{RESULTS}/logs/aggregate.log",
     shell:
-        "inferbench aggregate --shards {input.shards} --out {output.summary} > {log} 2>&1"
+        "python -m inferbench aggregate --shards {input.shards} --out {output.summary} > {log} 2>&1"
 
 
 rule tables:
+    conda:
+        CONDA_ENV
     input:
         summary=f"{RESULTS}/summary.parquet",
         code=REPORTING_CODE,
@@ -46,11 +34,13 @@ rule tables:
     log:
         f"{RESULTS}/logs/tables/{{resolution}}.log",
     shell:
-        "inferbench tables --summary {input.summary} --resolution {wildcards.resolution} "
+        "python -m inferbench tables --summary {input.summary} --resolution {wildcards.resolution} "
         "--csv {output.csv} --md {output.md} --html {output.html} > {log} 2>&1"
 
 
 rule figures_per_resolution:
+    conda:
+        CONDA_ENV
     input:
         summary=f"{RESULTS}/summary.parquet",
         code=REPORTING_CODE,
@@ -79,11 +69,13 @@ rule figures_per_resolution:
     log:
         f"{RESULTS}/logs/figures/{{resolution}}.log",
     shell:
-        "inferbench figures --summary {input.summary} --resolution {wildcards.resolution} "
+        "python -m inferbench figures --summary {input.summary} --resolution {wildcards.resolution} "
         "--kind throughput --kind latency --kind gpu_memory --outdir $(dirname {output.throughput}) > {log} 2>&1"
 
 
 rule figures_overall:
+    conda:
+        CONDA_ENV
     input:
         summary=f"{RESULTS}/summary.parquet",
         code=REPORTING_CODE,
@@ -97,5 +89,5 @@ rule figures_overall:
     log:
         f"{RESULTS}/logs/figures/overall.log",
     shell:
-        "inferbench figures --summary {input.summary} --kind speedup_heatmap --kind throughput_vs_memory "
+        "python -m inferbench figures --summary {input.summary} --kind speedup_heatmap --kind throughput_vs_memory "
         "--kind scaling --outdir $(dirname {output.heatmap}) > {log} 2>&1"

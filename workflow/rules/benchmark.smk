@@ -9,6 +9,8 @@ wildcard_constraints:
 
 
 rule benchmark_cell:
+    conda:
+        CONDA_ENV
     input:
         unpack(cell_inputs),
     output:
@@ -23,8 +25,9 @@ rule benchmark_cell:
         config["container"]
     threads: lambda wc: 1 if wc.device == "cuda" else all_cores()
     resources:
-        # A GPU cell takes one GPU; a CPU cell takes them all (and every core), so nothing runs beside it.
-        gpu=lambda wc: 1 if wc.device == "cuda" else gpu_slots(),
+        # A GPU cell takes one GPU (and one core); a CPU cell takes every core (`threads`), so
+        # nothing runs beside it. `gpu` is also what the SLURM executor asks for (--gpus).
+        gpu=lambda wc: 1 if wc.device == "cuda" else 0,
     shell:
-        "inferbench cell --spec {params.spec:q} --artifact '{params.artifact}' "
+        "python -m inferbench cell --spec {params.spec:q} --artifact '{params.artifact}' "
         "--lock-dir {params.lock_dir} --out {output.shard} > {log} 2>&1"

@@ -23,7 +23,12 @@ config.update(_resolved)
 
 RESULTS = config["results_dir"].rstrip("/")
 CELLS = cells(config)
-PKG = Path(workflow.basedir) / "workflow" / "inferbench"
+PKG = Path(workflow.basedir).resolve() / "workflow" / "inferbench"  # absolute: a relative --snakefile must not change inputs
+# Jobs run this checkout's package (`python -m inferbench`) with whatever environment runs them:
+# the host's venv, --use-conda's env (CONDA_ENV), or the image (where the profile sets the same).
+_inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+os.environ.update(PYTHONPATH=os.pathsep.join([str(PKG.parent)] + _inherited))
+CONDA_ENV = str(Path(workflow.basedir).resolve() / "envs" / "inferbench-cpu.yaml")
 
 # One identity for the sweep: `run_id` from the config, else the model and the config's hash, so
 # that resuming or rerunning the same sweep keeps its name. Jobs inherit it through the environment
@@ -35,6 +40,13 @@ os.environ["INFERBENCH_CONFIG_SHA256"] = CONFIG_SHA256
 from inferbench.environment import git_commit
 
 os.environ.setdefault("INFERBENCH_GIT_COMMIT", git_commit(Path(workflow.basedir)) or "unknown")
+
+
+# Passed to every job, also on a cluster where jobs start in a fresh environment.
+envvars:
+    "INFERBENCH_RUN_ID",
+    "INFERBENCH_CONFIG_SHA256",
+    "INFERBENCH_GIT_COMMIT",
 RESOLVED_CONFIG_YAML = yaml.safe_dump(config, sort_keys=False)
 # Does this run put the export and benchmark jobs in the image (--use-singularity, --use-apptainer,
 # --sdm apptainer)? Without it Snakemake ignores `container:` and runs them on the host.
@@ -51,20 +63,14 @@ if IN_CONTAINER and not config.get("container"):
     )
 # The image the jobs run in, recorded in every shard; none when they run on the host.
 if IN_CONTAINER:
-    os.environ["INFERBENCH_CONTAINER_IMAGE"] = config["container"]
+    os.environ.update(INFERBENCH_CONTAINER_IMAGE=config["container"])
 else:
     os.environ.pop("INFERBENCH_CONTAINER_IMAGE", None)
 
 
-def gpu_slots():
-    """The `gpu` resource given to Snakemake (profiles/default sets 1)."""
-    r = workflow.global_resources.get("gpu")
-    value = getattr(r, "value", r)
-    return int(value) if value else 1
-
-
 def all_cores():
-    """Every core Snakemake was given: a CPU cell or an export then runs alone."""
+    """Every core Snakemake was given: a CPU cell or an export then runs alone, never beside a
+    timed cell (GPU cells take one core each)."""
     try:
         return workflow.cores
     except Exception:  # a dry run without --cores
@@ -108,6 +114,10 @@ for _cell in CELLS:
     CELL_ARTIFACT[_cell] = _manifest
 
 
+def export_device(wc):
+    return EXPORTS[f"{RESULTS}/artifacts/{wc.model}/{wc.backend}/{wc.variant}.json"].key.get("device", "cpu")
+
+
 def export_spec(wc):
     return EXPORTS[f"{RESULTS}/artifacts/{wc.model}/{wc.backend}/{wc.variant}.json"].to_json()
 
@@ -122,6 +132,28 @@ def cell_inputs(wc):
 
 def all_shards():
     return [shard_path(c) for c in CELLS]
+
+
+REPORTING_CODE = [str(PKG / f) for f in ("tables.py", "figures.py", "findings.py", "report.py", "schema.py")]
+OVERALL_FIGURES = ("speedup_heatmap", "throughput_vs_memory", "scaling")
+
+
+def table_targets():
+    return [f"{RESULTS}/tables/{r}.{ext}" for r in config["resolutions"] for ext in ("csv", "md", "html")]
+
+
+def figure_targets():
+    per_resolution = [f"{RESULTS}/figures/{name}{r}.png" for r in config["resolutions"]
+                      for name in ("", "latency_", "gpu_memory_")]
+    return per_resolution + [f"{RESULTS}/figures/{name}.png" for name in OVERALL_FIGURES]
+
+
+def archive_path():
+    return f"{RESULTS}/archive/inferbench-{RUN_ID}.tar.gz"
+
+
+def report_targets():
+    return [f"{RESULTS}/report.html", f"{RESULTS}/report.md", archive_path()]
 
 
 def all_targets():

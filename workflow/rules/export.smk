@@ -2,6 +2,8 @@
 
 
 rule export_artifact:
+    conda:
+        CONDA_ENV
     input:
         code=lambda wc: EXPORT_CODE + backend_code(wc.backend),
     output:
@@ -14,7 +16,8 @@ rule export_artifact:
         config["container"]
     threads: lambda wc: all_cores()
     resources:
-        # an export uses the CPUs and maybe a GPU: never beside a timed cell
-        gpu=lambda wc: gpu_slots(),
+        # a GPU only for artifacts built on one (TorchScript on cuda, TensorRT engines); `threads`
+        # above takes every core, so an export never runs beside a timed cell
+        gpu=lambda wc: 1 if export_device(wc) == "cuda" else 0,
     shell:
-        "inferbench export --spec {params.spec:q} --out {output.manifest} > {log} 2>&1"
+        "python -m inferbench export --spec {params.spec:q} --out {output.manifest} > {log} 2>&1"

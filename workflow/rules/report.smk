@@ -1,24 +1,22 @@
 # The report people read, and the archive that proves what it contains.
 
 
-def report_targets():
-    return [f"{RESULTS}/report.html", f"{RESULTS}/report.md", archive_path()]
-
-
-def archive_path():
-    return f"{RESULTS}/archive/inferbench-{RUN_ID}.tar.gz"
-
-
 rule resolved_config:
+    conda:
+        CONDA_ENV
     output:
         f"{RESULTS}/config.resolved.yaml",
     params:
         text=RESOLVED_CONFIG_YAML,
+    log:
+        f"{RESULTS}/logs/resolved_config.log",
     shell:
-        "printf '%s' {params.text:q} > {output}"
+        "printf '%s' {params.text:q} > {output} 2> {log}"
 
 
 rule report:
+    conda:
+        CONDA_ENV
     input:
         summary=f"{RESULTS}/summary.parquet",
         tables=table_targets(),
@@ -28,21 +26,29 @@ rule report:
     output:
         html=report(f"{RESULTS}/report.html", caption="../report/report.rst", category="Report"),
         md=f"{RESULTS}/report.md",
+    params:
+        figures_dir=lambda wc, input: os.path.dirname(input.figures[0]),
+        tables_dir=lambda wc, input: os.path.dirname(input.tables[0]),
     log:
         f"{RESULTS}/logs/report.log",
     shell:
-        "inferbench report --summary {input.summary} --figures-dir {RESULTS}/figures --tables-dir {RESULTS}/tables "
-        "--config {input.config} --html {output.html} --md {output.md} > {log} 2>&1"
+        "python -m inferbench report --summary {input.summary} --figures-dir {params.figures_dir} "
+        "--tables-dir {params.tables_dir} --config {input.config} --html {output.html} --md {output.md} > {log} 2>&1"
 
 
 rule archive:
+    conda:
+        CONDA_ENV
     input:
         f"{RESULTS}/report.html",
         f"{RESULTS}/report.md",
         code=[str(PKG / "archive.py")],
     output:
         archive_path(),
+    params:
+        results=lambda wc, input: os.path.dirname(input[0]),
+        run_id=RUN_ID,
     log:
         f"{RESULTS}/logs/archive.log",
     shell:
-        "inferbench archive --results {RESULTS} --run-id {RUN_ID} --out {output} > {log} 2>&1"
+        "python -m inferbench archive --results {params.results} --run-id {params.run_id} --out {output} > {log} 2>&1"

@@ -1,0 +1,25 @@
+"""`snakemake --lint` on the workflow: no lints."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    cmd = [str(BIN / "snakemake"), "--lint", "--snakefile", str(REPO / "Snakefile"), "--configfile",
+           str(REPO / "tests" / "configs" / "tiny.yaml")]
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    out = proc.stdout + proc.stderr
+    # one line per lint: "Lints for rule X (...)" followed by "    * <what>:"
+    lints = [line.strip() for line in out.splitlines() if re.match(r"^(Lints for |    \* )", line)]
+    assert proc.returncode == 0, "snakemake --lint found:\n" + "\n".join(lints) + f"\n\n--- full output ---\n{out[-6000:]}"
+    assert "Traceback" not in out
+    assert not list(tmp_path.glob("results*")), "linting ran jobs"

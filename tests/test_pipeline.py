@@ -1,0 +1,380 @@
+"""The REAL pipeline: `snakemake` on tests/configs/tiny.yaml in a scratch checkout, then its outputs,
+then what reruns after a change (incremental builds), then a sweep with failing cells.
+
+The checkout is a copy of this repository (so that touching a backend's source in (c) never
+touches the real one); its jobs run the installed `inferbench` (the same code).
+Every snakemake call here costs ~10 s of start-up on machines where a SLURM client is installed
+but no controller answers (the SLURM executor plugin runs `scontrol show config` on import).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from inferbench import config as cfgmod
+from inferbench.schema import SHARD_SCHEMA
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+BIN = Path(sys.executable).parent
+BACKENDS = ("pytorch", "torchscript", "onnxruntime", "torch_tensorrt", "torch_compile")
+AGGREGATION_RULES = {"aggregate", "tables", "figures_per_resolution", "figures_overall", "report", "archive",
+                     "resolved_config", "all"}
+
+pytestmark = pytest.mark.slow
+
+
+def _env() -> dict:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1")
+    env.setdefault("INFERBENCH_FORKSERVER", "1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def snakemake(checkout: Path, workdir: Path, configfile: Path, *extra: str, timeout: float = 480,
+              check: bool = True, snakefile: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "snakemake"), "--snakefile", snakefile or str(checkout / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(configfile), "--cores", "2", *extra]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=_env())
+    if check and proc.returncode != 0:
+        pytest.fail(f"snakemake exited {proc.returncode}: {' '.join(cmd)}\n--- stdout ---\n{proc.stdout[-5000:]}"
+                    f"\n--- stderr ---\n{proc.stderr[-10000:]}")
+    return proc
+
+
+def make_checkout(dest: Path) -> Path:
+    ignore = shutil.ignore_patterns(".git", ".whl", ".snakemake", ".pytest_cache", "results", "results-*",
+                                    "__pycache__", "*.egg-info", ".venv", "build")
+    shutil.copytree(REPO, dest, ignore=ignore, symlinks=True)
+    return dest
+
+
+def forkserver_pids(locks: Path) -> list[int]:
+    pids = []
+    for log in locks.glob("*.sock.log"):
+        pids += [int(m) for m in re.findall(r"fork server (\d+) listening", log.read_text())]
+    return pids
+
+
+def stop_forkservers(results: Path) -> None:
+    """A fork server exits when its socket file disappears (checked every second)."""
+    locks = results / ".locks"
+    if not locks.exists():
+        return
+    pids = forkserver_pids(locks)
+    shutil.rmtree(locks, ignore_errors=True)
+    deadline = time.monotonic() + 15
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.3)
+        alive = [p for p in pids if _alive(p)]
+    assert not alive, f"fork server(s) {alive} outlived their socket in {locks}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------ the run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pipeline")
+    checkout = make_checkout(base / "checkout")
+    work = base / "work"
+    work.mkdir()
+    shutil.copy(TINY, work / "tiny.yaml")
+    results = work / "results"
+    try:
+        proc = snakemake(checkout, work, work / "tiny.yaml")
+        locks = results / ".locks"
+        # the fork server's socket must live where teardown removes it
+        assert list(locks.glob("fs-*.sock")), f"no fork server socket in {locks}: {list(locks.iterdir())}"
+        yield {"checkout": checkout, "work": work, "results": results, "log": proc.stdout + proc.stderr,
+               "config": cfgmod.load_config(work / "tiny.yaml")}
+    finally:
+        stop_forkservers(results)
+
+
+@pytest.fixture(scope="module")
+def summary(run):
+    return pq.read_table(run["results"] / "summary.parquet").to_pandas()
+
+
+def test_every_shard_exists_and_conforms_to_the_schema(run):
+    cells = cfgmod.cells(run["config"])
+    assert len(cells) == 12 + 40
+    shards = sorted((run["results"] / "shards").rglob("*.parquet"))
+    expected = {run["results"] / "shards" / c.model / c.backend / c.device / c.precision /
+                f"r{c.resolution}_b{c.batch_size}.parquet" for c in cells}
+    assert set(shards) == expected
+    for path in shards:
+        schema = pq.read_schema(path).remove_metadata()
+        assert schema.equals(SHARD_SCHEMA), f"{path}: {schema} != SHARD_SCHEMA"
+        t = pq.read_table(path).to_pandas()
+        model, backend, device, precision = path.parts[-5:-1]
+        res, batch = map(int, re.fullmatch(r"r(\d+)_b(\d+)\.parquet", path.name).groups())
+        assert (t["backend"] == backend).all() and (t["device"] == device).all()
+        assert (t["precision"] == precision).all() and (t["model"] == model).all()
+        assert (t["resolution"] == res).all() and (t["batch_size"] == batch).all()
+        assert sorted(t["io"]) == (["device"] if device == "cpu" else ["device", "host"])
+    assert not list((run["results"] / "shards").rglob("*.tmp*")) and not list(
+        (run["results"] / "shards").rglob("*.worker"))
+
+
+def test_cpu_cells_are_ok_with_sane_numbers(run, summary):
+    cpu = summary[summary["device"] == "cpu"]
+    assert len(cpu) == 12
+    assert set(cpu["backend"]) == {"pytorch", "torchscript", "onnxruntime"}
+    assert (cpu["status"] == "ok").all(), cpu[["backend", "status", "reason"]]
+    min_iters = run["config"]["measurement"]["min_iters"]
+    for _, r in cpu.iterrows():
+        assert r["reason"] == ""
+        assert r["timer"] == "perf_counter"
+        assert r["n_iters"] >= min_iters
+        assert r["n_warmup"] >= run["config"]["measurement"]["warmup_iters"]
+        assert 0 < r["latency_ms_min"] <= r["latency_ms_median"] <= r["latency_ms_p99"] <= r["latency_ms_max"]
+        assert r["latency_ms_median_ci95_low"] <= r["latency_ms_median"] <= r["latency_ms_median_ci95_high"]
+        assert r["throughput_ips"] == pytest.approx(r["batch_size"] / r["latency_ms_median"] * 1000, rel=1e-9)
+        assert len(r["latencies_ms"]) == r["n_iters"]
+        assert r["timed_s"] > 0 and r["load_s"] > 0 and r["first_run_ms"] > 0
+        assert r["max_abs_err"] < 1e-3 and r["mean_abs_err"] <= r["max_abs_err"]
+        assert r["top1_agreement"] == 1.0
+        assert r["reference_device"] == "cpu"
+        assert r["num_threads"] >= 1
+        assert r["host_rss_peak_mb"] > 0
+        for col in ("torch_version", "python_version", "run_id", "config_sha256", "hostname", "torchvision_version",
+                    "inferbench_version", "timestamp_utc", "cpu_model"):
+            assert isinstance(r[col], str) and r[col], col
+        assert len(r["config_sha256"]) == 64
+        assert r["run_id"] == f"resnet18-{r['config_sha256'][:12]}"
+        measurement = json.loads(r["measurement"])
+        assert measurement["stopped_by"] in ("min_reached", "max_iters", "max_time")
+        assert measurement["min_iters"] == min_iters
+        json.loads(r["backend_options"])
+        # no GPU figures on a cpu cell
+        assert r["gpu_mem_peak_mb"] is None or r["gpu_mem_peak_mb"] != r["gpu_mem_peak_mb"]
+    # exported backends record their export time, eager pytorch has none
+    assert (cpu[cpu["backend"] != "pytorch"]["export_s"] > 0).all()
+    assert cpu[cpu["backend"] == "pytorch"]["export_s"].isna().all()
+    assert summary["run_id"].nunique() == 1 and summary["config_sha256"].nunique() == 1
+
+
+def test_cuda_cells_are_skipped_with_a_reason(summary):
+    cuda = summary[summary["device"] == "cuda"]
+    assert len(cuda) == 40 * 2  # two io modes per cell
+    assert (cuda["status"] == "skipped").all()
+    assert (cuda[cuda["backend"] != "torch_tensorrt"]["reason"] == "no CUDA device").all()
+    trt = cuda[cuda["backend"] == "torch_tensorrt"]
+    assert len(trt) == 16 and (trt["reason"].str.len() > 0).all()
+    assert cuda["n_iters"].isna().all() and cuda["throughput_ips"].isna().all()
+
+
+def test_summary_has_every_row(run, summary):
+    assert len(summary) == 92
+    assert list(summary.columns) == SHARD_SCHEMA.names
+    assert set(summary["backend"]) == set(BACKENDS)
+
+
+def test_tables_figures_report_archive(run):
+    results = run["results"]
+    for res in run["config"]["resolutions"]:
+        for ext in ("csv", "md", "html"):
+            assert (results / "tables" / f"{res}.{ext}").stat().st_size > 0
+        md = (results / "tables" / f"{res}.md").read_text()
+        for backend in BACKENDS:
+            assert backend in md, f"{backend} missing from tables/{res}.md"
+        for name in (f"{res}.png", f"latency_{res}.png", f"gpu_memory_{res}.png"):
+            png = (results / "figures" / name).read_bytes()
+            assert png[:8] == b"\x89PNG\r\n\x1a\n", name
+            assert len(png) > 10_000, name
+    for name in ("speedup_heatmap", "throughput_vs_memory", "scaling"):
+        assert (results / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (results / "report.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "</html>" in html
+    assert (results / "report.md").stat().st_size > 0
+    archives = list((results / "archive").glob("inferbench-*.tar.gz"))
+    assert len(archives) == 1
+    proc = subprocess.run([str(BIN / "inferbench"), "verify", str(archives[0])], capture_output=True, text=True,
+                          timeout=120, env=_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ": ok," in proc.stdout
+
+
+# ------------------------------------------------------------------ incremental builds
+
+
+def pending(proc: subprocess.CompletedProcess) -> list[tuple[str, str]]:
+    """(rule, output file) of every job `snakemake --summary` plans to run."""
+    rows = []
+    for line in proc.stdout.splitlines()[1:]:
+        parts = line.split("\t")
+        if len(parts) >= 6 and parts[-1] == "update pending":
+            rows.append((parts[2], parts[0]))
+    header = proc.stdout.splitlines()[0] if proc.stdout else ""
+    assert header.startswith("output_file\t"), proc.stdout[:2000] + proc.stderr[-3000:]
+    return rows
+
+
+def backend_of(path: str) -> str:
+    # results/shards/MODEL/BACKEND/... and results/artifacts/MODEL/BACKEND/...
+    return Path(path).parts[3]
+
+
+def variant(run, name: str, change) -> Path:
+    c = yaml.safe_load(TINY.read_text())
+    change(c)
+    path = run["work"] / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(c, sort_keys=False))
+    return path
+
+
+def failing_config(work: Path) -> Path:
+    """AlexNet at 16 px cannot run (its third max-pool gets a 1x1 map): those cells fail in the cell
+    (pytorch) or in the export (onnxruntime). At 64 px pytorch runs; the TorchScript-based ONNX exporter
+    cannot export AlexNet's 6x6 adaptive pool from a 1x1 map, so that export fails too."""
+    c = yaml.safe_load(TINY.read_text())
+    c.update(model="alexnet", resolutions=[16, 64], batch_sizes=[2], precisions=["fp32"], devices=["cpu"],
+             backends={"pytorch": {}, "onnxruntime": {}}, per_device={})
+    (work / "fail.yaml").write_text(yaml.safe_dump(c, sort_keys=False))
+    return work / "fail.yaml"
+
+
+@pytest.fixture(scope="module")
+def dry_runs(run, tmp_path_factory):
+    """(a), (b), (d) are independent dry runs of the finished sweep, and (e) is a separate small sweep:
+    run them side by side (the dry runs mostly wait)."""
+    def set_opset(c):
+        c["backends"]["onnxruntime"] = {"opset": 18}
+
+    def add_batch(c):
+        c["batch_sizes"] = [2, 4, 8]
+
+    jobs = {
+        "unchanged": (run["work"] / "tiny.yaml", ["-n"]),
+        "unchanged_summary": (run["work"] / "tiny.yaml", ["--summary"]),
+        "opset": (variant(run, "opset", set_opset), ["--summary"]),
+        "batch": (variant(run, "batch", add_batch), ["--summary"]),
+    }
+    relative = os.path.relpath(run["checkout"] / "Snakefile", run["work"])  # ../checkout/Snakefile
+    failing = tmp_path_factory.mktemp("failing")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(jobs) + 2) as pool:
+            futures = {name: pool.submit(snakemake, run["checkout"], run["work"], cfg, *args)
+                       for name, (cfg, args) in jobs.items()}
+            futures["relative_snakefile"] = pool.submit(snakemake, run["checkout"], run["work"],
+                                                        run["work"] / "tiny.yaml", "--summary", snakefile=relative)
+            futures["failing"] = pool.submit(snakemake, run["checkout"], failing, failing_config(failing),
+                                             "results/summary.parquet")
+            out = {name: f.result() for name, f in futures.items()}
+        out["failing_results"] = failing / "results"
+        yield out
+    finally:
+        stop_forkservers(failing / "results")
+
+
+def test_a_nothing_changed_nothing_to_do(dry_runs):
+    proc = dry_runs["unchanged"]
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+    assert pending(dry_runs["unchanged_summary"]) == []
+
+
+def test_a2_same_sweep_through_a_relative_snakefile_path_is_up_to_date(dry_runs):
+    assert pending(dry_runs["relative_snakefile"]) == []
+
+
+def test_b_backend_option_change_reruns_only_that_backend(run, dry_runs):
+    jobs = pending(dry_runs["opset"])
+    rules = {r for r, _ in jobs}
+    assert rules - AGGREGATION_RULES == {"export_artifact", "benchmark_cell"}, jobs
+    exports = [p for r, p in jobs if r == "export_artifact"]
+    cells = [p for r, p in jobs if r == "benchmark_cell"]
+    assert {backend_of(p) for p in exports + cells} == {"onnxruntime"}
+    assert len(exports) == 4 and all("opset-18" in p for p in exports)  # 2 precisions x 2 resolutions
+    assert len(cells) == 4 + 8  # every onnxruntime cell: cpu fp32 2x2, cuda fp32/fp16 2x2
+    assert {"aggregate", "report", "archive"} <= rules
+
+
+def test_d_new_batch_size_runs_only_new_cells(run, dry_runs):
+    jobs = pending(dry_runs["batch"])
+    cells = [p for r, p in jobs if r == "benchmark_cell"]
+    exports = [p for r, p in jobs if r == "export_artifact"]
+    assert set(r for r, _ in jobs) - AGGREGATION_RULES <= {"benchmark_cell", "export_artifact"}
+    new = [p for p in cells if p.endswith("_b8.parquet")]
+    assert len(new) == 2 * 3 + 2 * 2 * 5  # cpu: 2 res x 3 backends; cuda: 2 res x 2 precisions x 5 backends
+    # Only Torch-TensorRT's engine is built for the sweep's batch range, so only it re-exports
+    # (and its cells rerun); no other artifact and no other existing cell is redone.
+    assert {backend_of(p) for p in exports} <= {"torch_tensorrt"}
+    old_rerun = [p for p in cells if not p.endswith("_b8.parquet")]
+    assert {backend_of(p) for p in old_rerun} <= {"torch_tensorrt"}, old_rerun
+    assert not [p for p in exports if backend_of(p) in ("onnxruntime", "torchscript")]
+
+
+def test_c_touching_a_backend_source_reruns_only_that_backend(run, dry_runs):
+    source = run["checkout"] / "workflow" / "inferbench" / "backends" / "onnxruntime_backend.py"
+    assert source.resolve() != (REPO / "workflow" / "inferbench" / "backends" / "onnxruntime_backend.py").resolve()
+    before, text = source.stat(), source.read_text()
+    # An edit, not a bare `touch`: Snakemake 9 does not rerun for a newer input whose checksum
+    # equals the recorded one.
+    source.write_text(text + "\n# an edit\n")
+    try:
+        jobs = pending(snakemake(run["checkout"], run["work"], run["work"] / "tiny.yaml", "--summary"))
+    finally:
+        source.write_text(text)
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    rules = {r for r, _ in jobs}
+    assert rules - AGGREGATION_RULES == {"export_artifact", "benchmark_cell"}, jobs
+    assert "resolved_config" not in rules
+    exports = [p for r, p in jobs if r == "export_artifact"]
+    cells = [p for r, p in jobs if r == "benchmark_cell"]
+    assert {backend_of(p) for p in exports + cells} == {"onnxruntime"}
+    assert len(exports) == 4 and len(cells) == 12
+    assert {"aggregate", "report", "archive"} <= rules
+
+
+# ------------------------------------------------------------------ failing cells
+
+
+def test_e_a_failing_cell_does_not_take_the_sweep_down(dry_runs):
+    results = dry_runs["failing_results"]
+    df = pq.read_table(results / "summary.parquet").to_pandas().set_index(["backend", "resolution"])
+    assert len(df) == 4
+    assert df.loc[("pytorch", 64)]["status"] == "ok", df.loc[("pytorch", 64)]["reason"]
+    ok = df.loc[("pytorch", 64)]
+    assert ok["n_iters"] >= 3 and ok["top1_agreement"] == 1.0 and ok["throughput_ips"] > 0
+    # the cell itself failed: its worker caught the exception and recorded it
+    bad = df.loc[("pytorch", 16)]
+    assert bad["status"] == "error"
+    assert "size" in bad["reason"].lower() and bad["reason"].startswith("RuntimeError"), bad["reason"]
+    assert bad["n_iters"] != bad["n_iters"]  # NaN: no figures for a failed cell
+    # the export failed: its manifest says so, and the cells that need it record that reason
+    for res in (16, 64):
+        row = df.loc[("onnxruntime", res)]
+        assert row["status"] == "error" and row["reason"].startswith("export: "), row["reason"]
+        (manifest_path,) = (results / "artifacts" / "alexnet" / "onnxruntime").glob(f"*resolution-{res}_*.json")
+        manifest = json.loads(manifest_path.read_text())
+        assert manifest["status"] == "error" and manifest["reason"] and manifest["reason"] in row["reason"]
+    # a failed shard conforms to the schema like any other
+    shard = results / "shards" / "alexnet" / "pytorch" / "cpu" / "fp32" / "r16_b2.parquet"
+    assert pq.read_schema(shard).remove_metadata().equals(SHARD_SCHEMA)
