@@ -53,7 +53,7 @@ def make_checkout(dest: Path, container: str | None) -> Path:
     dest.mkdir(parents=True)
     for name in ("Snakefile", "config.yaml"):
         shutil.copy2(REPO / name, dest / name)
-    for name in ("workflow", "profiles"):
+    for name in ("workflow", "profiles", "envs"):
         shutil.copytree(REPO / name, dest / name, ignore=ignore)
     cfg = yaml.safe_load(TINY.read_text())
     # Keep it fast on 2 cores: one resolution, one batch, CPU only, two backends

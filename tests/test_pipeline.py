@@ -378,3 +378,73 @@ def test_e_a_failing_cell_does_not_take_the_sweep_down(dry_runs):
     # a failed shard conforms to the schema like any other
     shard = results / "shards" / "alexnet" / "pytorch" / "cpu" / "fp32" / "r16_b2.parquet"
     assert pq.read_schema(shard).remove_metadata().equals(SHARD_SCHEMA)
+
+
+# ------------------------------------------------------------------ archive and compare on real runs
+
+
+def _inferbench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "inferbench"), *args], capture_output=True, text=True, timeout=300, env=_env())
+
+
+def test_a_tampered_archive_is_named_by_verify(run, tmp_path):
+    import tarfile
+
+    archive = next((run["results"] / "archive").glob("inferbench-*.tar.gz"))
+    tampered = tmp_path / archive.name
+    with tarfile.open(archive) as src, tarfile.open(tampered, "w:gz") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name.endswith("tables/32.md"):
+                data += b"\nedited by hand\n"
+                member.size = len(data)
+            dst.addfile(member, fileobj=__import__("io").BytesIO(data) if data is not None else None)
+    proc = _inferbench("verify", str(tampered))
+    assert proc.returncode != 0
+    assert "tables/32.md" in proc.stdout + proc.stderr
+
+
+def test_compare_a_real_rerun_is_within_noise_and_a_20pct_slowdown_is_flagged(run, tmp_path):
+    import pandas as pd
+
+    from inferbench.shard import write_shard
+    from synthetic import slowed
+
+    # a real rerun of the same sweep's CPU cells, into its own results folder
+    config = yaml.safe_load((run["work"] / "tiny.yaml").read_text())
+    config.update(devices=["cpu"], results_dir=str(tmp_path / "rerun"))
+    rerun_cfg = tmp_path / "rerun.yaml"
+    rerun_cfg.write_text(yaml.safe_dump(config))
+    try:
+        snakemake(run["checkout"], tmp_path, rerun_cfg, "--until", "aggregate")
+    finally:
+        stop_forkservers(tmp_path / "rerun")
+    # Between two processes, a millisecond-scale CPU cell on this shared 2-core VM can switch
+    # between modes (ONNX Runtime, 32 px, batch 2: 1.87 ms in one process, 2.25 ms in the next),
+    # a drift no single run's noise shows; the floor for "within noise" is set to that drift here.
+    proc = _inferbench("compare", str(run["results"]), str(tmp_path / "rerun"), "--fail-on-regression",
+                       "--threshold-pct", "25", "--csv", str(tmp_path / "rerun.csv"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"\b0 slower\b", proc.stdout), proc.stdout
+
+    # the same shards edited to be 20% slower: every ok cell must be flagged
+    slow = tmp_path / "slow"
+    shards = sorted((run["results"] / "shards").rglob("*.parquet"))
+    for shard in shards:
+        df = pq.read_table(shard).to_pandas()
+        rows = slowed(df, 1.2).to_dict("records")
+        write_shard([{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows],
+                    slow / "shards" / shard.relative_to(run["results"] / "shards"))
+    agg = _inferbench("aggregate", "--shards", *map(str, sorted((slow / "shards").rglob("*.parquet"))),
+                      "--out", str(slow / "summary.parquet"))
+    assert agg.returncode == 0, agg.stderr
+    # judged with the default floor (5%) and each cell's own noise
+    proc = _inferbench("compare", str(run["results"]), str(slow), "--fail-on-regression",
+                       "--csv", str(tmp_path / "slow.csv"))
+    assert proc.returncode != 0, proc.stdout
+    verdicts = pd.read_csv(tmp_path / "slow.csv")
+    assert len(verdicts) == len(pd.read_parquet(run["results"] / "summary.parquet").query("status == 'ok'"))
+    # every cell whose own noise leaves room to see 20% is flagged, and none is called faster
+    visible = verdicts[verdicts["noise_limit_pct"] < 19]
+    assert len(visible) > 0 and (visible["verdict"] == "slower").all(), proc.stdout
+    assert not (verdicts["verdict"] == "faster").any(), proc.stdout

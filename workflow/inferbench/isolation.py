@@ -29,7 +29,8 @@ def _describe(rc: int | None, tail, timeout_s: float) -> str:
     return f"the worker process exited with code {rc}; last output: {last}"
 
 
-def run_inferbench(args: list[str], timeout_s: float, env: dict, lock_dir: str) -> tuple[int | None, str]:
+def run_inferbench(args: list[str], timeout_s: float, env: dict, lock_dir: str,
+                   use_forkserver: bool = True) -> tuple[int | None, str]:
     """Run `inferbench ARGS` isolated, streaming its output to our stderr (the job log).
     Returns (exit code, or None on timeout; a one-line description when it did not end well)."""
     tail: collections.deque = collections.deque(maxlen=15)
@@ -40,7 +41,7 @@ def run_inferbench(args: list[str], timeout_s: float, env: dict, lock_dir: str) 
         if line.strip():
             tail.append(line.rstrip())
 
-    if forkserver.enabled():
+    if use_forkserver and forkserver.enabled():
         try:
             rc = forkserver.run(args, env, lock_dir, timeout_s, on_output)
             return rc, _describe(rc, tail, timeout_s)
