@@ -49,7 +49,7 @@ def artifact_key(cell, options):
 
 def unsupported(cell, options):
     if cell.precision == "bf16":
-        return "bf16 ONNX graphs are not produced: ONNX Runtime has no bf16 convolution kernels on CPU or CUDA"
+        return "inferbench does not export bf16 ONNX graphs (fp16 is the half precision for ONNX Runtime)"
     return None
 
 
