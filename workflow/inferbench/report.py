@@ -77,6 +77,16 @@ def distinct_values(values: pd.Series) -> str:
     return "; ".join(f"{v} ({n} cells)" for v, n in counts.items())
 
 
+def value_range(values: pd.Series) -> str:
+    """A count that adapts per cell, as "median M (min A, max B) over N cells"; a single value as is."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    if v.empty:
+        return "not recorded"
+    if v.nunique() == 1:
+        return _plain(float(v.iloc[0]))
+    return f"median {_plain(float(v.median()))} (min {_plain(float(v.min()))}, max {_plain(float(v.max()))}) over {len(v)} cells"
+
+
 def _plain(value) -> str:
     """50.0 -> "50": integer columns come back as floats when some cells are null."""
     if isinstance(value, float) and value.is_integer():
@@ -97,8 +107,8 @@ def method(df: pd.DataFrame) -> list[str]:
     for timer, n in df.loc[df["status"] == "ok", "timer"].dropna().value_counts().items():
         lines.append(f"Timer `{timer}` ({n} cells): {TIMERS.get(timer, 'see the timer column')}.")
     ok = df[df["status"] == "ok"]
-    lines.append(f"Warm-up iterations: {distinct_values(ok['n_warmup'])}; timed iterations: "
-                 f"{distinct_values(ok['n_iters'])}. Throughput is batch size / median latency.")
+    lines.append(f"Warm-up iterations: {value_range(ok['n_warmup'])}; timed iterations: "
+                 f"{value_range(ok['n_iters'])}. Throughput is batch size / median latency.")
     lines.append("Compilation, export and loading are never inside the timed window; they are reported "
                  "separately (export_s, load_s, compile_s, first_run_ms in the CSV).")
     lines.append("Accuracy: max_abs_err and top-1 agreement against the fp32 pytorch output on the same input.")
