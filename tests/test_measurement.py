@@ -4,8 +4,6 @@ process (through the fork server and through a plain subprocess)."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import shutil

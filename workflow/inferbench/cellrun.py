@@ -211,7 +211,7 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict) -> list[dict
             torch.cuda.synchronize()
         out = out.float().cpu().clone()
         runner.close()
-        del runner, prepared
+        runner = prepared = None  # free the backend before the reference model is built
         log("accuracy check against fp32 eager PyTorch")
         ref = reference_logits(spec, host_inputs[0])
         acc = dict(accuracy(out, ref), reference_device=c.device)
