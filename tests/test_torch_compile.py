@@ -1,0 +1,68 @@
+"""torch.compile on the CPU, for real: the `dynamic` option's checks, and that `dynamic: batch`
+lets a second batch size of the same resolution come from Inductor's on-disk cache (the lever
+that keeps a sweep of many batch sizes from compiling once per cell), with the cache's hits and
+misses recorded in the cell's facts. Each cell compiles in its own process, as in the pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from inferbench.backends import torch_compile
+from inferbench.errors import UserError
+
+LOAD_ONE_CELL = textwrap.dedent("""
+    import json, sys, torch
+    from inferbench.backends import torch_compile
+    from inferbench.backends.base import LoadContext
+    from inferbench.config import Cell
+    from inferbench.models import build_model
+
+    batch, dynamic = int(sys.argv[1]), json.loads(sys.argv[2])
+    cell = Cell(model="resnet18", backend="torch_compile", device="cpu", precision="fp32",
+                resolution=32, batch_size=batch)
+    options = torch_compile.parse_options({"dynamic": dynamic})
+    runner = torch_compile.load(LoadContext(cell=cell, options=options, artifact_path=None, threads=1,
+                                            build_model=lambda: build_model("resnet18", None, 0)))
+    x = torch.randn(batch, 3, 32, 32)
+    with torch.inference_mode():
+        out = runner.run(runner.prepare(x))
+        want = build_model("resnet18", None, 0)(x)
+    print(json.dumps(dict(runner.facts, compile_s=runner.compile_s,
+                          max_abs_err=float((out - want).abs().max()))))
+""")
+
+
+def compile_cell(batch: int, dynamic, cache_dir) -> dict:
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache_dir), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", LOAD_ONE_CELL, str(batch), json.dumps(dynamic)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("value", ["batches", "yes", 1])
+def test_dynamic_rejects_anything_but_false_true_or_batch(value):
+    with pytest.raises(UserError, match="dynamic"):
+        torch_compile.parse_options({"dynamic": value})
+
+
+@pytest.mark.parametrize("value", [False, True, "batch"])
+def test_dynamic_accepts_false_true_and_batch(value):
+    assert torch_compile.parse_options({"dynamic": value}).dynamic == value
+
+
+def test_dynamic_batch_serves_a_second_batch_size_from_the_cache(tmp_path):
+    first = compile_cell(4, "batch", tmp_path / "inductor")
+    second = compile_cell(8, "batch", tmp_path / "inductor")
+    assert first["dynamic"] == "batch"
+    assert first["fx_graph_cache_misses"] >= 1, first
+    assert second["fx_graph_cache_misses"] == 0 and second["fx_graph_cache_hits"] >= 1, second
+    assert second["compile_s"] < first["compile_s"]
+    for facts in (first, second):  # compiled fp32 is eager fp32 to rounding
+        assert facts["max_abs_err"] < 1e-3, facts
