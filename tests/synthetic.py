@@ -139,6 +139,10 @@ def _cell_row(rng, key: dict, run_id: str, n_iters: int, noisy: bool, jitter_rel
     row["load_s"] = 1.2
     row["compile_s"] = 20.0 if backend == "torch_compile" else 0.0
     row["first_run_ms"] = median_ms * 40
+    # the job's phases (per cell, except warmup_s); job_wall_s leaves 1 s of "other"
+    row.update(gpu_wait_s=0.0 if device == "cuda" else None, worker_start_s=0.3, setup_s=0.8,
+               warmup_s=0.2, reference_s=0.5)
+    row["job_wall_s"] = 0.3 + 0.8 + row["load_s"] + 2 * (0.2 + 1.0) + 0.5 + 1.0  # two io modes of <= 1 s
     row["export_s"] = 3.0 if backend in ("onnxruntime", "torchscript") else None
     row["host_rss_peak_mb"] = 2500.0 + 0.2 * activation_mb
     row["gpu_mem_peak_mb"] = gpu_mem_mb if device == "cuda" else None

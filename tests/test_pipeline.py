@@ -181,6 +181,23 @@ def test_cpu_cells_are_ok_with_sane_numbers(run, summary):
     assert summary["run_id"].nunique() == 1 and summary["config_sha256"].nunique() == 1
 
 
+def test_every_cell_accounts_for_its_time(summary):
+    from inferbench import timebudget
+
+    cpu = summary[summary["device"] == "cpu"]
+    for col in ("job_wall_s", "worker_start_s", "setup_s", "warmup_s", "reference_s"):
+        assert (cpu[col] > 0).all(), (col, cpu[col].tolist())
+    assert cpu["gpu_wait_s"].isna().all()  # no GPU to wait for
+    # the measured phases fit inside the job: nothing counted twice, no clock mixed up
+    cells = timebudget.per_cell(cpu)
+    known = [p for p, _ in timebudget.PHASES if p != "other"]
+    assert (cells[known].sum(axis=1) <= cells["job_wall_s"]).all(), cells[known + ["job_wall_s"]]
+    # a fresh worker process imports torch: its start is a visible share of the job
+    assert (cells["worker_start_s"] > 0.5).all(), cells["worker_start_s"].tolist()
+    skipped = summary[summary["status"] == "skipped"]
+    assert (skipped["job_wall_s"] > 0).all() and skipped["setup_s"].isna().all()
+
+
 def test_cuda_cells_are_skipped_with_a_reason(summary):
     cuda = summary[summary["device"] == "cuda"]
     assert len(cuda) == 40 * 2  # two io modes per cell

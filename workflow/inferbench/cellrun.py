@@ -19,6 +19,7 @@ import traceback
 
 from inferbench.backends import load_backend
 from inferbench.backends.base import LoadContext, Skip, options_json, torch_dtype
+from inferbench.isolation import LAUNCHED_AT_ENV
 from inferbench.spec import CellSpec
 from inferbench.telemetry.host import rss_peak_mb
 from inferbench.timing import CudaEventTimer, PerfCounterTimer, Settings, measure
@@ -144,6 +145,12 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict) -> list[dict
         import torch
 
         log(f"torch {torch.__version__} imported")
+        # The worker's start ends here: a fresh process has imported torch, a forked one had it.
+        entered = time.perf_counter()
+        launched_at = os.environ.get(LAUNCHED_AT_ENV)
+        if launched_at:
+            for r in rows.values():
+                r["worker_start_s"] = max(0.0, time.time() - float(launched_at))
         torch.set_num_threads(threads)
         if c.device == "cuda":
             if not torch.cuda.is_available():
@@ -167,6 +174,8 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict) -> list[dict
         start_state = telemetry.state() if telemetry else {}
         log(f"loading {c.backend} ({options_json(options)})")
         t0 = time.perf_counter()
+        for r in rows.values():
+            r["setup_s"] = t0 - entered
         runner = backend.load(LoadContext(cell=c, options=options, artifact_path=(artifact or {}).get("artifact_path"),
                                           threads=threads, build_model=lambda: _build(spec)))
         load_s = time.perf_counter() - t0
@@ -213,8 +222,9 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict) -> list[dict
         runner.close()
         runner = prepared = None  # free the backend before the reference model is built
         log("accuracy check against fp32 eager PyTorch")
+        t0 = time.perf_counter()
         ref = reference_logits(spec, host_inputs[0])
-        acc = dict(accuracy(out, ref), reference_device=c.device)
+        acc = dict(accuracy(out, ref), reference_device=c.device, reference_s=time.perf_counter() - t0)
         for r in rows.values():
             r.update(acc)
         log("done")
@@ -273,7 +283,7 @@ def _measure_io(io, row, runner, prepared, host_inputs, device_inputs, timer, se
     power = telemetry.sampler.power_w[power_before:] if telemetry and telemetry.sampler else None
     images = len(m.latencies_ms) * c.batch_size
     j_per_image, watts = energy_window(energy_start, energy_end, m.timed_s, images, power) if telemetry else (None, None)
-    row.update(stats, timer=timer.name, n_warmup=m.n_warmup, timed_s=m.timed_s, latencies_ms=m.latencies_ms,
+    row.update(stats, timer=timer.name, n_warmup=m.n_warmup, warmup_s=m.warmup_s, timed_s=m.timed_s, latencies_ms=m.latencies_ms,
                energy_j_per_image=j_per_image, power_w_mean=watts,
                measurement=json.dumps(dict(spec.measurement, stopped_by=m.stopped_by), sort_keys=True))
     log(f"io={io}: {stats['n_iters']} iterations in {m.timed_s:.2f} s, median {stats['latency_ms_median']:.3f} ms, "

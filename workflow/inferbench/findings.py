@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from inferbench import tables
+from inferbench import tables, timebudget
 
 DEFAULT_CV_THRESHOLD = 0.05  # std/mean above 5%: the median still holds, but compare with care
 DEFAULT_TOP1_THRESHOLD = 0.99  # below 99% top-1 agreement a precision change is visible to users
@@ -215,4 +215,13 @@ def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRE
         accuracy_losses(df, top1_threshold),
         noisy_cells(df, cv_threshold),
         failures_by_reason(df),
+        time_budget(summary),
     ]
+
+
+def time_budget(summary: pd.DataFrame) -> Finding:
+    table = timebudget.breakdown(summary)
+    if not table.empty:
+        table = table.round(1)
+    return Finding("Where the time went (seconds, summed over cells)", timebudget.sentences(summary),
+                   table if not table.empty else None)

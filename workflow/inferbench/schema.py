@@ -51,6 +51,14 @@ COSTS = [
     ("load_s", pa.float64()),  # load/prepare the artifact or model in the cell
     ("compile_s", pa.float64()),  # ahead-of-time or JIT compilation, never timed
     ("first_run_ms", pa.float64()),  # the first call, cold
+    # Where a cell's wall time goes (see inferbench.timebudget). Per cell, equal on its io rows,
+    # except warmup_s, which is per io mode like timed_s.
+    ("job_wall_s", pa.float64()),  # the cell's job, from its process start to its shard
+    ("gpu_wait_s", pa.float64()),  # waiting for a free GPU (another job held it)
+    ("worker_start_s", pa.float64()),  # starting the isolated worker: fork or new process, imports
+    ("setup_s", pa.float64()),  # in the worker before loading: CUDA context, telemetry, inputs
+    ("warmup_s", pa.float64()),  # this io mode's warm-up iterations
+    ("reference_s", pa.float64()),  # the fp32 reference run for the accuracy check
 ]
 
 MEMORY = [

@@ -6,6 +6,7 @@ Every iteration is timed on its own and waited for, so each latency is that of o
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -65,6 +66,7 @@ class Measurement:
     n_warmup: int
     timed_s: float
     stopped_by: str  # min_reached | max_iters | max_time
+    warmup_s: float = 0.0
 
 
 def measure(step: Callable[[], object], timer, settings: Settings,
@@ -79,7 +81,8 @@ def measure(step: Callable[[], object], timer, settings: Settings,
         n_warmup += 1
         if time.perf_counter() - start > settings.max_time_s:
             break
-    progress(f"warm-up: {n_warmup} iterations in {time.perf_counter() - start:.2f} s")
+    warmup_s = time.perf_counter() - start
+    progress(f"warm-up: {n_warmup} iterations in {warmup_s:.2f} s")
 
     latencies = []
     start = time.perf_counter()
@@ -100,4 +103,18 @@ def measure(step: Callable[[], object], timer, settings: Settings,
         if now > next_report:
             progress(f"timed {len(latencies)} iterations in {elapsed:.1f} s")
             next_report = now + 5.0
-    return Measurement(latencies, n_warmup, time.perf_counter() - start, stopped)
+    return Measurement(latencies, n_warmup, time.perf_counter() - start, stopped, warmup_s)
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux /proc; 0.0 elsewhere): counts the interpreter's
+    start and imports that a timer started in main() would miss."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22 of proc(5), counted after "pid (comm)"
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 HELP = "measure one cell (model x backend x precision x device x resolution x batch) into a Parquet shard"
@@ -70,35 +71,43 @@ def rows_with(spec, base: dict, status: str, reason: str) -> list[dict]:
 def run(args) -> int:
     from inferbench.shard import write_shard
     from inferbench.spec import CellSpec
+    from inferbench.timing import process_age_s
 
+    # The job's clock starts with its process: interpreter start and imports are the job's too.
+    job_started = time.perf_counter() - process_age_s()
     spec = CellSpec.from_json(args.spec)
     artifact = read_artifact(args.artifact)
     base = base_row(spec)
     if args.worker:
         from inferbench.cellrun import run_cell
 
+        from inferbench.isolation import exit_worker
+
         write_shard(run_cell(spec, artifact, base), args.out)
-        return 0
+        exit_worker(0)
 
     verdict = quick_verdict(spec, artifact)
     if verdict:
         print(f"[inferbench cell] {verdict[0]}: {verdict[1]}", file=sys.stderr)
+        base["job_wall_s"] = time.perf_counter() - job_started
         write_shard(rows_with(spec, base, *verdict), args.out)
         return 0
-    return run_isolated(args, spec, base)
+    return run_isolated(args, spec, base, job_started)
 
 
-def run_isolated(args, spec, base) -> int:
+def run_isolated(args, spec, base, job_started: float) -> int:
     from inferbench.devices import GpuClaim
     from inferbench.isolation import run_inferbench
-    from inferbench.shard import write_shard
 
     tmp = f"{args.out}.worker"
     argv = ["cell", "--worker", "--spec", args.spec, "--artifact", args.artifact, "--out", tmp]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    job_times = {}
     if spec.cell.device == "cuda":
         # Own one GPU for the whole cell: never two timed cells on one device.
+        waiting = time.perf_counter()
         with GpuClaim(args.lock_dir) as claim:
+            job_times["gpu_wait_s"] = time.perf_counter() - waiting
             env["CUDA_VISIBLE_DEVICES"] = claim.gpu
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's numbering = NVML's, for telemetry
             print(f"[inferbench cell] claimed GPU {claim.gpu}", file=sys.stderr, flush=True)
@@ -108,10 +117,22 @@ def run_isolated(args, spec, base) -> int:
         # ~18% slower (2.26 ms against 1.90 ms per batch, ResNet-18 32 px, 1 thread, 2026-11-28),
         # an artifact of the fork that a CPU figure must not carry.
         rc, how = run_inferbench(argv, spec.timeout_s, env, args.lock_dir, use_forkserver=False)
+    job_times["job_wall_s"] = time.perf_counter() - job_started
     if rc == 0 and Path(tmp).exists():
-        os.replace(tmp, args.out)
+        finish_worker_shard(tmp, args.out, job_times)
         return 0
     Path(tmp).unlink(missing_ok=True)
     status = "oom" if "OOM killer" in how or "out of memory" in how.lower() else "error"
-    write_shard(rows_with(spec, base, status, how or "the worker wrote no shard"), args.out)
+    write_shard(rows_with(spec, dict(base, **job_times), status, how or "the worker wrote no shard"), args.out)
     return 0
+
+
+def finish_worker_shard(worker_shard: str, out: str, job_times: dict) -> None:
+    """The worker's rows plus what only this (parent) process knows: the job's own times."""
+    import pyarrow.parquet as pq
+
+    from inferbench.shard import write_shard
+
+    rows = [dict(r, **job_times) for r in pq.read_table(worker_shard).to_pylist()]
+    write_shard(rows, out)
+    Path(worker_shard).unlink()

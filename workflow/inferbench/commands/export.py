@@ -58,7 +58,9 @@ def run(args) -> int:
         traceback.print_exc()
         manifest.update(status="error", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500])
     write_manifest(args.out, manifest)
-    return 0
+    from inferbench.isolation import exit_worker
+
+    exit_worker(0)
 
 
 def run_isolated(args, manifest: dict) -> int:
