@@ -421,28 +421,41 @@ def test_a_tampered_archive_is_named_by_verify(run, tmp_path):
     assert "tables/32.md" in proc.stdout + proc.stderr
 
 
-def test_compare_a_real_rerun_is_within_noise_and_a_20pct_slowdown_is_flagged(run, tmp_path):
+def test_compare_a_real_rerun_cell_by_cell_and_flag_a_20pct_slowdown(run, tmp_path):
     import pandas as pd
 
     from inferbench.shard import write_shard
     from synthetic import slowed
 
-    # a real rerun of the same sweep's CPU cells, into its own results folder
+    # a real rerun of the sweep's CPU cells at one resolution, into its own results folder
     config = yaml.safe_load((run["work"] / "tiny.yaml").read_text())
-    config.update(devices=["cpu"], results_dir=str(tmp_path / "rerun"))
+    config.update(devices=["cpu"], resolutions=config["resolutions"][:1], results_dir=str(tmp_path / "rerun"))
     rerun_cfg = tmp_path / "rerun.yaml"
     rerun_cfg.write_text(yaml.safe_dump(config))
     try:
         snakemake(run["checkout"], tmp_path, rerun_cfg, "--until", "aggregate")
     finally:
         stop_forkservers(tmp_path / "rerun")
-    # Between two processes, a millisecond-scale CPU cell on this shared 2-core VM can switch
-    # between modes (ONNX Runtime, 32 px, batch 2: 1.87 ms in one process, 2.25 ms in the next),
-    # a drift no single run's noise shows; the floor for "within noise" is set to that drift here.
-    proc = _inferbench("compare", str(run["results"]), str(tmp_path / "rerun"), "--fail-on-regression",
-                       "--threshold-pct", "25", "--csv", str(tmp_path / "rerun.csv"))
+    # A real rerun on this shared 2-core VM is not reliably "within noise": its CPU speed drifts
+    # by up to 1.8x from one minute to the next (ResNet-18 48 px batch 4, one thread: 25.8 ms in
+    # one run, 47.0 ms in the rerun; 31 to 40 ms from second to second in one process), which no
+    # single run's noise shows. So the real rerun checks what compare must get right whatever the
+    # machine does: every cell matched, and each verdict the one its change and limit call for.
+    proc = _inferbench("compare", str(run["results"]), str(tmp_path / "rerun"), "--csv", str(tmp_path / "rerun.csv"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(r"\b0 slower\b", proc.stdout), proc.stdout
+    rerun = pd.read_csv(tmp_path / "rerun.csv")
+    res = config["resolutions"][0]
+    ok_rows = pd.read_parquet(run["results"] / "summary.parquet").query(
+        "status == 'ok' and device == 'cpu' and resolution == @res")
+    assert len(rerun) == len(ok_rows) == 6 and rerun["cell"].is_unique, proc.stdout
+    for _, r in rerun.iterrows():
+        ratio, limit = 1 + r["latency_change_pct"] / 100, r["noise_limit_pct"] / 100
+        expected = "slower" if ratio > 1 + limit else "faster" if 1 / ratio > 1 + limit else "within noise"
+        assert r["verdict"] == expected, r.to_dict()
+    assert re.search(rf"\b{len(rerun)} cells compared\b", proc.stdout), proc.stdout
+    # the same run against a copy of itself: nothing changed, and the gate stays open
+    proc = _inferbench("compare", str(run["results"]), str(run["results"] / "summary.parquet"), "--fail-on-regression")
+    assert proc.returncode == 0 and re.search(r"\b0 faster, 0 slower\b", proc.stdout), proc.stdout
 
     # the same shards edited to be 20% slower: every ok cell must be flagged
     slow = tmp_path / "slow"
