@@ -220,8 +220,6 @@ def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRE
 
 
 def time_budget(summary: pd.DataFrame) -> Finding:
-    table = timebudget.breakdown(summary)
-    if not table.empty:
-        table = table.round(1)
-    return Finding("Where the time went (seconds, summed over cells)", timebudget.sentences(summary),
-                   table if not table.empty else None)
+    table, sentences = timebudget.summarize(summary)
+    return Finding("Where the time went (seconds, summed over cells)", sentences,
+                   table.round(1) if not table.empty else None)

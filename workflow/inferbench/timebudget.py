@@ -46,8 +46,7 @@ def per_cell(summary: pd.DataFrame) -> pd.DataFrame:
     for col in PER_CELL + PER_IO:
         df[col] = pd.to_numeric(df[col], errors="coerce").fillna(0.0) if col in df.columns else 0.0
     cells = df.groupby(key, dropna=False).agg(
-        {**{c: "first" for c in PER_CELL}, **{c: "sum" for c in PER_IO}, "status": "first",
-         "timestamp_utc": "min"}).reset_index()
+        {**{c: "first" for c in PER_CELL}, **{c: "sum" for c in PER_IO}, "timestamp_utc": "min"}).reset_index()
     cells["load"] = (cells["load_s"] - cells["compile_s"]).clip(lower=0.0)
     known = [p for p, _ in PHASES if p != "other"]
     cells["other"] = (cells["job_wall_s"] - cells[known].sum(axis=1)).clip(lower=0.0)
@@ -56,7 +55,23 @@ def per_cell(summary: pd.DataFrame) -> pd.DataFrame:
 
 def breakdown(summary: pd.DataFrame) -> pd.DataFrame:
     """Seconds per phase summed over the cells of each device and backend, with a total row."""
+    return _breakdown(per_cell(summary))
+
+
+def cells_span_s(summary: pd.DataFrame) -> float | None:
+    """About how long the cells took from the first start to the last end (seconds); the
+    timestamps are whole seconds and mark the worker's start, so this is good to a few seconds."""
+    return _span_s(per_cell(summary))
+
+
+def summarize(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The breakdown table and the sentences that read it, from one pass over the cells."""
     cells = per_cell(summary)
+    table = _breakdown(cells)
+    return table, _sentences(table, _span_s(cells))
+
+
+def _breakdown(cells: pd.DataFrame) -> pd.DataFrame:
     if cells.empty:
         return pd.DataFrame()
     cols = ["job_wall_s"] + [p for p, _ in PHASES]
@@ -71,10 +86,7 @@ def breakdown(summary: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def cells_span_s(summary: pd.DataFrame) -> float | None:
-    """About how long the cells took from the first start to the last end (seconds); the
-    timestamps are whole seconds and mark the worker's start, so this is good to a few seconds."""
-    cells = per_cell(summary)
+def _span_s(cells: pd.DataFrame) -> float | None:
     if cells.empty:
         return None
     start = pd.to_datetime(cells["timestamp_utc"], utc=True, errors="coerce")
@@ -84,8 +96,7 @@ def cells_span_s(summary: pd.DataFrame) -> float | None:
     return float((end.max() - start.min()).total_seconds())
 
 
-def sentences(summary: pd.DataFrame) -> list[str]:
-    table = breakdown(summary)
+def _sentences(table: pd.DataFrame, span: float | None) -> list[str]:
     if table.empty:
         return ["No cell recorded its phases (shards from an inferbench before the `job_wall_s` column)."]
     total = table.iloc[-1]
@@ -93,7 +104,6 @@ def sentences(summary: pd.DataFrame) -> list[str]:
     ranked = sorted(((float(total[label]), label) for _, label in PHASES), reverse=True)
     top = ", ".join(f"{label} {sec:,.0f} s ({sec / wall:.0%})" for sec, label in ranked[:3] if wall > 0)
     out = [f"The {int(total['cells'])} cells' jobs took {wall:,.0f} s in all; the largest phases: {top}."]
-    span = cells_span_s(summary)
     if span is not None:
         out.append(f"From the first cell's start to the last cell's end: about {span:,.0f} s "
                    "(cells in parallel overlap here; exports and aggregation are not included).")

@@ -80,7 +80,6 @@ def run(args) -> int:
     base = base_row(spec)
     if args.worker:
         from inferbench.cellrun import run_cell
-
         from inferbench.isolation import exit_worker
 
         write_shard(run_cell(spec, artifact, base), args.out)
