@@ -23,6 +23,9 @@ config.update(_resolved)
 
 RESULTS = config["results_dir"].rstrip("/")
 CELLS = cells(config)
+# torch.compile cells on a GPU: the fork server imports the compiler once (2-3 s per cell otherwise).
+if any(c.backend == "torch_compile" and c.device == "cuda" for c in CELLS):
+    os.environ.setdefault("INFERBENCH_PRELOAD_COMPILER", "1")
 PKG = Path(workflow.basedir).resolve() / "workflow" / "inferbench"  # absolute: a relative --snakefile must not change inputs
 # Jobs run this checkout's package (`python -m inferbench`) with whatever environment runs them:
 # the host's venv, --use-conda's env (CONDA_ENV), or the image (where the profile sets the same).

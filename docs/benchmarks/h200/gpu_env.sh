@@ -1,6 +1,7 @@
-# Sourced on the H200 machine (see README.md here): puts the carried snakemake and onnxruntime-gpu
-# (installed under /tmp/site) and this package on the path.
-export PYTHONPATH=$PWD/workflow:/tmp/site:${PYTHONPATH:-}
+# Sourced on the H200 machine (see README.md here): puts the carried snakemake (installed under
+# /tmp/site), onnxruntime-gpu (under /tmp/site-ort, ahead of the machine's CPU-only onnxruntime)
+# and this package on the path.
+export PYTHONPATH=$PWD/workflow:/tmp/site-ort:/tmp/site:${PYTHONPATH:-}
 export PATH=/tmp/site/bin:$PATH
 export PYTHONUNBUFFERED=1
 mkdir -p /tmp/site/bin

@@ -11,9 +11,12 @@ GPUS=${GPUS:-1}
 LIMIT_S=${LIMIT_S:-0}
 mkdir -p "$R"
 start=$(date +%s)
-cmd=(snakemake --cores "$GPUS" --resources "gpu=$GPUS" --config "results_dir=$R" "$@")
+# the caller's arguments first: targets must come before --config, which takes every word after it
+cmd=(snakemake "$@" --cores "$GPUS" --resources "gpu=$GPUS" --config "results_dir=$R")
 echo "+ ${cmd[*]}" | tee -a "$R/sweep_commands.log"
-if [ "$LIMIT_S" -gt 0 ]; then timeout --signal=INT "$LIMIT_S" "${cmd[@]}" || true; else "${cmd[@]}"; fi
+rc=0
+if [ "$LIMIT_S" -gt 0 ]; then timeout --signal=INT "$LIMIT_S" "${cmd[@]}" || rc=$?; else "${cmd[@]}" || rc=$?; fi
 end=$(date +%s)
 echo "$start $end $((end - start))" >> "$R/sweep_walltime.log"
 echo "this call: $((end - start)) s; all calls: $(awk '{s+=$3} END {print s}' "$R/sweep_walltime.log") s"
+exit "$rc"  # 124: stopped at LIMIT_S (run again to resume)

@@ -27,7 +27,25 @@ def add_arguments(p):
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--iters", type=int, default=200, help="timed iterations of the bare loop")
+    p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", dest="overrides",
+                   help="override one of the backend's options from the config (value in YAML), "
+                        "e.g. --set dynamic=false; repeatable")
     p.add_argument("--json", metavar="PATH", help="append the result as one JSON line here")
+
+
+def backend_options(config: dict, backend: str, overrides: list[str]) -> dict:
+    """The config's options for the backend, with each OPTION=VALUE applied on top."""
+    import yaml
+
+    from inferbench.errors import UserError
+
+    options = dict(config["backends"].get(backend) or {})
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set takes OPTION=VALUE (e.g. --set dynamic=false), got {item!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
 
 
 def _artifact(config, cell, backend, options) -> str | None:
@@ -93,7 +111,7 @@ def run(args) -> int:
     import torch
 
     from inferbench.backends import load_backend
-    from inferbench.backends.base import LoadContext, torch_dtype
+    from inferbench.backends.base import LoadContext, options_json, torch_dtype
     from inferbench.cellrun import default_threads
     from inferbench.config import Cell, load_config, measurement_for
     from inferbench.errors import UserError
@@ -107,13 +125,15 @@ def run(args) -> int:
         raise UserError(f"--backend {args.backend!r} is not in {args.config}'s backends: {', '.join(config['backends'])}")
     cell = Cell(config["model"], args.backend, args.device, args.precision, args.resolution, args.batch)
     backend = load_backend(args.backend)
-    options = backend.parse_options(config["backends"].get(args.backend) or {})
+    options = backend.parse_options(backend_options(config, args.backend, args.overrides))
     reason = backend.unsupported(cell, options)
     if reason:
         raise UserError(f"this cell cannot run: {reason}")
     artifact = _artifact(config, cell, backend, options)
+    load_started = time.perf_counter()
     runner = backend.load(LoadContext(cell=cell, options=options, artifact_path=artifact, threads=default_threads(),
                                       build_model=lambda: build_model(config["model"], config.get("weights"), config["seed"])))
+    load_s = time.perf_counter() - load_started
     gen = torch.Generator().manual_seed(config["seed"])
     x = torch.randn(args.batch, 3, args.resolution, args.resolution, generator=gen).to("cuda", torch_dtype(args.precision))
     prepared = [runner.prepare(x.clone()) for _ in range(measurement_for(config, "cuda").get("num_buffers", 4))]
@@ -136,8 +156,12 @@ def run(args) -> int:
               "harness_median_ms": h_ms, "harness_ips": args.batch / h_ms * 1000, "harness_iters": len(harness.latencies_ms),
               "bare_median_ms": b_ms, "bare_ips": args.batch / b_ms * 1000, "bare_iters": len(bare),
               "harness_over_bare_throughput": b_ms / h_ms, "bare_loop": bare_kind,
+              "backend_options": options_json(options), "facts": dict(runner.facts),
+              "load_s": load_s, "compile_s": runner.compile_s,
               "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
     print(f"{args.backend} {args.precision} {args.resolution}px batch {args.batch} on {result['gpu']}")
+    print(f"  options: {result['backend_options']}; loaded in {load_s:.1f} s"
+          + (f" (compile {runner.compile_s:.1f} s)" if runner.compile_s else ""))
     print(f"  harness: median {h_ms:.3f} ms  {result['harness_ips']:,.0f} images/s  ({len(harness.latencies_ms)} iterations)")
     print(f"  bare:    median {b_ms:.3f} ms  {result['bare_ips']:,.0f} images/s  ({len(bare)} iterations; {bare_kind})")
     print(f"  harness/bare throughput ratio: {result['harness_over_bare_throughput']:.3f}")
