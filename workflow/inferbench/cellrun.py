@@ -5,7 +5,8 @@ Order matters for honest numbers:
   2. load (and compile) outside any timed window, recorded as load_s / compile_s;
   3. per io mode: warm-up, then the adaptive timed loop, with the energy counter read around it;
   4. memory peaks are read before the fp32 reference model exists (it would inflate them);
-  5. accuracy: the backend's output on buffer 0 against fp32 eager PyTorch on the same input.
+  5. accuracy: the backend's output on buffer 0 against fp32 eager PyTorch on the same input
+     (inferbench.reference: computed once per input and shared by the cells that use it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import traceback
 from inferbench.backends import load_backend
 from inferbench.backends.base import LoadContext, Skip, options_json, torch_dtype
 from inferbench.isolation import LAUNCHED_AT_ENV
+from inferbench.reference import reference_logits
 from inferbench.spec import CellSpec
 from inferbench.telemetry.host import rss_peak_mb
 from inferbench.timing import CudaEventTimer, PerfCounterTimer, Settings, measure
@@ -87,33 +89,28 @@ def nvml_index_for_visible_gpu() -> int:
 
 
 def make_inputs(spec: CellSpec, dtype, device: str, count: int):
-    """Random batches drawn from the seed on the CPU (identical on every machine), then moved."""
+    """Random batches drawn from the seed: (host batches, batches on the device).
+
+    On the CPU from the CPU generator (identical on every machine). On a GPU from the GPU's
+    generator, then copied to pinned host memory for io=host: four fp32 batches of 64 x 512 px
+    from the CPU generator took ~1.1 s of every such cell on the H200 host. Those values depend on
+    the GPU model and torch release; the accuracy reference is computed from the same batch.
+    """
     import torch
 
     c = spec.cell
-    gen = torch.Generator().manual_seed(spec.seed)
-    host = [torch.randn(c.batch_size, 3, c.resolution, c.resolution, generator=gen).to(dtype) for _ in range(count)]
+    shape = (c.batch_size, 3, c.resolution, c.resolution)
     if device == "cuda":
-        host = [h.pin_memory() for h in host]
-        on_device = [h.to("cuda", non_blocking=True) for h in host]
+        gen = torch.Generator(device="cuda").manual_seed(spec.seed)
+        on_device = [torch.randn(shape, generator=gen, device="cuda").to(dtype) for _ in range(count)]
+        host = [torch.empty(shape, dtype=dtype, pin_memory=True) for _ in range(count)]
+        for h, d in zip(host, on_device):
+            h.copy_(d)
         torch.cuda.synchronize()
         return host, on_device
+    gen = torch.Generator().manual_seed(spec.seed)
+    host = [torch.randn(shape, generator=gen).to(dtype) for _ in range(count)]
     return host, host
-
-
-def reference_logits(spec: CellSpec, x_host):
-    """fp32 eager PyTorch on the cell's device with TF32 off: the accuracy yardstick."""
-    import torch
-
-    from inferbench.backends.torch_common import set_tf32
-    from inferbench.models import build_model
-
-    device = spec.cell.device
-    if device == "cuda":
-        set_tf32(False)
-    model = build_model(spec.cell.model, spec.weights, spec.seed).to(device)
-    with torch.inference_mode():
-        return model(x_host.to(device=device, dtype=torch.float32)).float().cpu()
 
 
 def accuracy(out, ref) -> dict:
@@ -123,8 +120,9 @@ def accuracy(out, ref) -> dict:
             "top1_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean())}
 
 
-def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict) -> list[dict]:
-    """Returns one row per io mode. Never raises for a cell-level failure: it becomes the status."""
+def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_cache: str | None = None) -> list[dict]:
+    """Returns one row per io mode. Never raises for a cell-level failure: it becomes the status.
+    reference_cache: a folder where the fp32 reference logits are shared between cells."""
     c = spec.cell
     backend = load_backend(c.backend)
     options = backend.parse_options(spec.options)
@@ -223,7 +221,8 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict) -> list[dict
         runner = prepared = None  # free the backend before the reference model is built
         log("accuracy check against fp32 eager PyTorch")
         t0 = time.perf_counter()
-        ref = reference_logits(spec, host_inputs[0])
+        ref, cached = reference_logits(spec, host_inputs[0], reference_cache)
+        log("fp32 reference " + ("read from the cache" if cached else "computed"))
         acc = dict(accuracy(out, ref), reference_device=c.device, reference_s=time.perf_counter() - t0)
         for r in rows.values():
             r.update(acc)

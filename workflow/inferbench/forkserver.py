@@ -18,12 +18,6 @@ Used for GPU cells and exports. CPU cells always start a fresh process: a forked
 Runtime on the CPU ~18% slower than a fresh one (measured on a 2-core VM), while GPU cells forked
 from the server measured within ~1% of fresh-process cross-checks on the H200.
 Set INFERBENCH_FORKSERVER=0 to run every cell in a plain subprocess.
-
-With INFERBENCH_PRELOAD_COMPILER=1 (the Snakefile sets it when the sweep has torch.compile cells on
-a GPU) the server also imports torch.compile's front end and Inductor, which a torch_compile cell
-otherwise imports itself. Those imports must not start CUDA or threads in the server (a forked
-child could not use CUDA, and forking a multithreaded process copies held locks): the server
-checks both after importing and, if either happened, starts over without them.
 """
 
 from __future__ import annotations
@@ -40,13 +34,9 @@ import time
 from pathlib import Path
 
 PRELOAD = ("numpy", "torch", "torchvision", "onnxruntime", "onnx", "pyarrow", "pyarrow.parquet")
-COMPILER_PRELOAD = ("torch._dynamo", "torch._inductor.compile_fx")
-PRELOAD_COMPILER_ENV = "INFERBENCH_PRELOAD_COMPILER"
 # Installed versions of what the server imports: a changed install (onnxruntime-gpu in place of
 # onnxruntime, say) must get a fresh server, not one holding the old library.
 _PRELOADED_DISTS = ("numpy", "torch", "torchvision", "onnxruntime", "onnxruntime-gpu", "onnx", "pyarrow", "triton")
-# Read by those libraries when imported: a server imported under other values must not be reused.
-_IMPORT_TIME_ENV_PREFIXES = ("TORCHINDUCTOR_", "TORCHDYNAMO_", "TORCH_COMPILE_", "TRITON_")
 _PKG = Path(__file__).resolve().parent
 
 
@@ -69,8 +59,6 @@ def socket_path(lock_dir: str | Path) -> Path:
     for f in sorted(_PKG.rglob("*.py")):
         h.update(f"{f.relative_to(_PKG)}:{f.stat().st_mtime_ns}".encode())
     h.update(json.dumps(_installed_versions()).encode())
-    h.update(json.dumps(sorted((k, v) for k, v in os.environ.items()
-                               if k.startswith(_IMPORT_TIME_ENV_PREFIXES) or k == PRELOAD_COMPILER_ENV)).encode())
     # Unix socket paths are limited to ~100 bytes: keep them short and under /tmp if needed.
     base = Path(lock_dir)
     path = base / f"fs-{h.hexdigest()[:16]}.sock"
@@ -203,25 +191,6 @@ def _child(request: dict, out_fd: int) -> None:
         os._exit(code or 0)
 
 
-def _preload(names) -> None:
-    for name in names:
-        try:
-            __import__(name)
-        except Exception as exc:  # a missing optional library is the child's problem to report
-            print(f"preload {name}: {exc}", flush=True)
-
-
-def _fork_hazards() -> dict:
-    """What would make forking this process unsafe: OS threads (Python's and native ones), and
-    the CUDA driver library having been loaded (a sign that something initialised CUDA)."""
-    threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else threading.active_count()
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        maps = ""
-    return {"threads": threads, "cuda_driver_loaded": "libcuda.so" in maps}
-
-
 class Server:
     def __init__(self, path: Path, idle_s: float, watch: Path | None = None):
         self.path = path
@@ -232,19 +201,11 @@ class Server:
         self.lock = threading.Lock()
 
     def serve(self) -> None:
-        # torch.cuda.is_available() and device_count() through NVML, not the CUDA driver: an
-        # import that asks must not initialise CUDA in the server (the children's would fail).
-        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
-        _preload(PRELOAD)
-        if os.environ.get(PRELOAD_COMPILER_ENV) == "1":
-            before = _fork_hazards()
-            _preload(COMPILER_PRELOAD)
-            after = _fork_hazards()
-            if after != before:
-                print(f"preloading {', '.join(COMPILER_PRELOAD)} changed {before} into {after}: "
-                      "starting over without it", flush=True)
-                os.environ[PRELOAD_COMPILER_ENV] = "0"
-                os.execv(sys.executable, [sys.executable, "-m", "inferbench.forkserver", *sys.argv[1:]])
+        for name in PRELOAD:
+            try:
+                __import__(name)
+            except Exception as exc:  # a missing optional library is the child's problem to report
+                print(f"preload {name}: {exc}", flush=True)
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(tmp))

@@ -211,7 +211,7 @@ def _html_findings(items: list[findings.Finding]) -> str:
                      + "".join(f"<li>{html.escape(s)}</li>" for s in f.sentences) + "</ul>")
         if f.table is not None and len(f.table):
             parts.append(f"<details><summary>data ({len(f.table)} rows)</summary>"
-                         f"{tables.html_table(f.table.astype(str))}</details>")
+                         f"{tables.html_table(f.table)}</details>")
     return "\n".join(parts)
 
 

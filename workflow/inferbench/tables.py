@@ -278,7 +278,7 @@ def notes(keys: dict[str, str]) -> list[str]:
 def markdown_table(frame: pd.DataFrame, index: bool = True) -> str:
     frame = frame.reset_index() if index else frame
     cols = [str(c) for c in frame.columns]
-    rows = [" | ".join(_md_escape(v) for v in row) for row in frame.astype(str).itertuples(index=False)]
+    rows = [" | ".join(_md_escape(v) for v in row) for row in as_text(frame).itertuples(index=False)]
     head = " | ".join(cols)
     rule = " | ".join("---" for _ in cols)
     return "\n".join(f"| {line} |" for line in [head, rule] + rows)
@@ -319,13 +319,18 @@ ul.notes { font-size: 13px; color: #444; }
 """
 
 
+def as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as a string, a missing one as "" (pandas 3's astype(str) keeps NaN as NaN)."""
+    return frame.astype(object).where(frame.notna(), "").astype(str)
+
+
 def html_table(frame: pd.DataFrame, best_mask=None, index_label: str | None = None) -> str:
     """A plain HTML table; cells starting with the best mark or a non-ok status get a class."""
     frame = frame.reset_index() if index_label else frame
     head = "".join(f'<th class="{"label" if i == 0 else ""}">{html.escape(str(c))}</th>'
                    for i, c in enumerate(frame.columns))
     body = []
-    for row in frame.astype(str).itertuples(index=False):
+    for row in as_text(frame).itertuples(index=False):
         cells = []
         for i, value in enumerate(row):
             css = "label" if i == 0 else ""

@@ -19,6 +19,7 @@ rule benchmark_cell:
         spec=lambda wc: cell_spec_for(config, cell_of(wc)).to_json(),
         artifact=lambda wc, input: input.get("artifact", ""),
         lock_dir=f"{RESULTS}/.locks",
+        reference_cache=f"{RESULTS}/.cache/reference",
     log:
         f"{RESULTS}/logs/cells/{{model}}/{{backend}}/{{device}}/{{precision}}/r{{resolution}}_b{{batch}}.log",
     container:
@@ -30,4 +31,4 @@ rule benchmark_cell:
         gpu=lambda wc: 1 if wc.device == "cuda" else 0,
     shell:
         "python -m inferbench cell --spec {params.spec:q} --artifact '{params.artifact}' "
-        "--lock-dir {params.lock_dir} --out {output.shard} > {log} 2>&1"
+        "--lock-dir {params.lock_dir} --reference-cache {params.reference_cache} --out {output.shard} > {log} 2>&1"

@@ -23,9 +23,6 @@ config.update(_resolved)
 
 RESULTS = config["results_dir"].rstrip("/")
 CELLS = cells(config)
-# torch.compile cells on a GPU: the fork server imports the compiler once (2-3 s per cell otherwise).
-if any(c.backend == "torch_compile" and c.device == "cuda" for c in CELLS):
-    os.environ.setdefault("INFERBENCH_PRELOAD_COMPILER", "1")
 PKG = Path(workflow.basedir).resolve() / "workflow" / "inferbench"  # absolute: a relative --snakefile must not change inputs
 # Jobs run this checkout's package (`python -m inferbench`) with whatever environment runs them:
 # the host's venv, --use-conda's env (CONDA_ENV), or the image (where the profile sets the same).
@@ -83,7 +80,7 @@ def all_cores():
 # Source files whose change must rerun a job. The `code` trigger does not see imported modules,
 # so they are listed as inputs.
 CORE_MEASUREMENT_CODE = [str(PKG / f) for f in (
-    "cellrun.py", "timing.py", "stats.py", "telemetry/gpu.py", "telemetry/host.py", "commands/cell.py",
+    "cellrun.py", "reference.py", "timing.py", "stats.py", "telemetry/gpu.py", "telemetry/host.py", "commands/cell.py",
     "backends/base.py", "models.py", "isolation.py", "devices.py")]
 EXPORT_CODE = [str(PKG / f) for f in ("commands/export.py", "backends/base.py", "models.py", "isolation.py")]
 TORCH_HELPERS = str(PKG / "backends" / "torch_common.py")

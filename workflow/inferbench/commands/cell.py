@@ -17,6 +17,8 @@ def add_arguments(p):
     p.add_argument("--artifact", default="", help="the export manifest (JSON) of the artifact this cell loads, if any")
     p.add_argument("--out", required=True, help="the shard to write (.parquet)")
     p.add_argument("--lock-dir", default="results/.locks", help="where GPU claim locks live")
+    p.add_argument("--reference-cache", default="",
+                   help="folder where cells share the fp32 reference logits of their inputs (default: none)")
     p.add_argument("--worker", action="store_true", help=argparse_hidden())
 
 
@@ -82,7 +84,7 @@ def run(args) -> int:
         from inferbench.cellrun import run_cell
         from inferbench.isolation import exit_worker
 
-        write_shard(run_cell(spec, artifact, base), args.out)
+        write_shard(run_cell(spec, artifact, base, args.reference_cache or None), args.out)
         exit_worker(0)
 
     verdict = quick_verdict(spec, artifact)
@@ -99,7 +101,8 @@ def run_isolated(args, spec, base, job_started: float) -> int:
     from inferbench.isolation import run_inferbench
 
     tmp = f"{args.out}.worker"
-    argv = ["cell", "--worker", "--spec", args.spec, "--artifact", args.artifact, "--out", tmp]
+    argv = ["cell", "--worker", "--spec", args.spec, "--artifact", args.artifact, "--out", tmp,
+            "--reference-cache", args.reference_cache]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     job_times = {}
     if spec.cell.device == "cuda":
