@@ -85,6 +85,13 @@ crosscheck)
     done
     inferbench crosscheck --config "$cfg" --backend torch_compile --set dynamic=batch --precision fp16 --resolution 224 --batch 64 --json "$out" || true
     inferbench crosscheck --config "$cfg" --backend onnxruntime --precision fp16 --resolution 512 --batch 64 --json "$out" || true
+    # a launch-bound cell (~1.5 ms a batch): its spread from process to process, and whether
+    # the cell's NVML sampling slows it down
+    for i in 1 2 3; do
+        for t in "" --telemetry; do
+            inferbench crosscheck --config "$cfg" --backend pytorch --precision fp16 --resolution 224 --batch 32 $t --json "$out" || true
+        done
+    done
     ;;
 pack)
     cd "$R"

@@ -30,6 +30,9 @@ def add_arguments(p):
     p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE", dest="overrides",
                    help="override one of the backend's options from the config (value in YAML), "
                         "e.g. --set dynamic=false; repeatable")
+    p.add_argument("--telemetry", action="store_true",
+                   help="sample NVML in the background during the harness's timing, as a cell does "
+                        "(shows whether the sampling slows the model down)")
     p.add_argument("--json", metavar="PATH", help="append the result as one JSON line here")
 
 
@@ -112,7 +115,7 @@ def run(args) -> int:
 
     from inferbench.backends import load_backend
     from inferbench.backends.base import LoadContext, options_json, torch_dtype
-    from inferbench.cellrun import default_threads
+    from inferbench.cellrun import GpuTelemetry, default_threads
     from inferbench.config import Cell, load_config, measurement_for
     from inferbench.errors import UserError
     from inferbench.models import build_model
@@ -144,7 +147,14 @@ def run(args) -> int:
         counter[0] = (counter[0] + 1) % len(prepared)
         runner.run(prepared[counter[0]])
 
-    harness = measure(step, CudaEventTimer(), Settings.from_config(measurement_for(config, "cuda")))
+    telemetry = GpuTelemetry() if args.telemetry else None
+    if telemetry:
+        telemetry.start()
+    try:
+        harness = measure(step, CudaEventTimer(), Settings.from_config(measurement_for(config, "cuda")))
+    finally:
+        if telemetry:
+            telemetry.stop()
     if args.backend == "onnxruntime" and options.io_binding:
         bare = bare_ort_loop(artifact, x, args.precision, args.iters)
         bare_kind = "ONNX Runtime session with default provider options, wall clock around run + synchronize"
@@ -157,12 +167,12 @@ def run(args) -> int:
               "bare_median_ms": b_ms, "bare_ips": args.batch / b_ms * 1000, "bare_iters": len(bare),
               "harness_over_bare_throughput": b_ms / h_ms, "bare_loop": bare_kind,
               "backend_options": options_json(options), "facts": dict(runner.facts),
-              "load_s": load_s, "compile_s": runner.compile_s,
+              "load_s": load_s, "compile_s": runner.compile_s, "harness_with_nvml_sampling": bool(args.telemetry),
               "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
     print(f"{args.backend} {args.precision} {args.resolution}px batch {args.batch} on {result['gpu']}")
     print(f"  options: {result['backend_options']}; loaded in {load_s:.1f} s"
           + (f" (compile {runner.compile_s:.1f} s)" if runner.compile_s else ""))
-    print(f"  harness: median {h_ms:.3f} ms  {result['harness_ips']:,.0f} images/s  ({len(harness.latencies_ms)} iterations)")
+    print(f"  harness{' (NVML sampled beside it)' if args.telemetry else ''}: median {h_ms:.3f} ms  {result['harness_ips']:,.0f} images/s  ({len(harness.latencies_ms)} iterations)")
     print(f"  bare:    median {b_ms:.3f} ms  {result['bare_ips']:,.0f} images/s  ({len(bare)} iterations; {bare_kind})")
     print(f"  harness/bare throughput ratio: {result['harness_over_bare_throughput']:.3f}")
     if args.json:
