@@ -102,7 +102,7 @@ pack)
 go)
     call_end=$(( $(date +%s) + ${1:-570} ))
     if [ ! -f "$R/sweep.done" ]; then bash "$0" sweep $(( call_end - $(date +%s) )); fi
-    if [ -f "$R/sweep.done" ] && [ ! -f "$R/crosscheck.done" ] && [ $(( call_end - $(date +%s) )) -gt 150 ]; then
+    if [ -f "$R/sweep.done" ] && [ ! -f "$R/crosscheck.done" ] && [ $(( call_end - $(date +%s) )) -gt 240 ]; then
         bash "$0" crosscheck && touch "$R/crosscheck.done"
     fi
     echo "shards: $(find "$R/shards" -name '*.parquet' 2>/dev/null | wc -l); sweep calls (start end seconds):"
