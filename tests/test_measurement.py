@@ -231,10 +231,11 @@ def test_throttle_names():
 class FakeReader:
     """Recorded readings, served in order (the last one repeats)."""
 
-    def __init__(self, device_mb, process_mb, power_w):
+    def __init__(self, device_mb, process_mb, power_w, busy_pct=(None,)):
         self.device = list(device_mb)
         self.process = list(process_mb)
         self.power = list(power_w)
+        self.busy = list(busy_pct)
         self.lock = threading.Lock()
         self.calls = 0
 
@@ -255,6 +256,10 @@ class FakeReader:
         with self.lock:
             return self._next(self.power)
 
+    def busy_pct(self):
+        with self.lock:
+            return self._next(self.busy)
+
 
 def test_gpu_sampler_reads_baseline_then_samples_until_stopped():
     reader = FakeReader(device_mb=[1000.0, 1200.0, 1700.0, 1500.0], process_mb=[None], power_w=[250.0, None, 300.0])
@@ -274,6 +279,19 @@ def test_gpu_sampler_reads_baseline_then_samples_until_stopped():
     assert sampler.trace.peak() == (700.0, "nvml_device_delta")
     time.sleep(0.02)
     assert len(sampler.trace.device_mb) == n  # nothing samples after stop()
+
+
+def test_gpu_busy_is_the_mean_of_the_readings_that_describe_the_window():
+    # (monotonic s, %): a reading describes the NVML period before it, so the first
+    # BUSY_SETTLE_S of the window is skipped (it still covers the time before the window)
+    samples = [(9.9, 10.0), (10.05, 20.0), (10.2, 80.0), (10.4, 90.0), (10.6, 100.0), (11.2, 0.0)]
+    assert gpu.busy_in_window(samples, 10.0, 10.6) == 90.0
+    assert gpu.busy_in_window(samples, 10.0, 10.1) is None  # too short for a reading of its own
+    reader = FakeReader(device_mb=[1.0], process_mb=[None], power_w=[None], busy_pct=[None, 55.0])
+    sampler = gpu.GpuSampler(reader, interval_s=0.001)
+    sampler.sample_once()
+    sampler.sample_once()
+    assert [pct for _, pct in sampler.busy_pct] == [55.0]  # an unavailable reading is skipped
 
 
 def test_gpu_sampler_stop_without_start_takes_one_reading():

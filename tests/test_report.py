@@ -75,6 +75,17 @@ def test_findings_follow_the_data():
     assert "TensorRT libraries are not installed" in " ".join(failed.sentences)
     accuracy = next(f for t, f in items.items() if t.startswith("Accuracy"))
     assert any("Below 99% top-1 agreement" in s and "bf16" in s for s in accuracy.sentences)
+    host_bound = next(f for t, f in items.items() if t.startswith("Host-bound"))
+    assert set(zip(host_bound.table["resolution"], host_bound.table["batch_size"])) == {(224, 1)}
+    assert (host_bound.table["gpu_busy_pct"] < findings.HOST_BOUND_BUSY_PCT).all()
+
+
+def test_host_bound_finding_needs_utilisation_readings():
+    df = synthetic_summary(batch_sizes=(64,))
+    assert findings.host_bound_cells(findings.prepared(df)).sentences[0].startswith("All ")
+    cpu_only = df[df["device"] == "cpu"].assign(gpu_busy_pct=None)
+    titles = [f.title for f in findings.derive_findings(cpu_only)]
+    assert not any(t.startswith("Host-bound") for t in titles)
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")

@@ -249,7 +249,7 @@ def _build(spec: CellSpec):
 def _measure_io(io, row, runner, prepared, host_inputs, device_inputs, timer, settings, telemetry, spec):
     """Time one io mode and fill its row."""
     from inferbench.stats import summarize
-    from inferbench.telemetry.gpu import energy_window
+    from inferbench.telemetry.gpu import busy_in_window, energy_window
 
     c = spec.cell
     if io == "device" or c.device == "cpu":
@@ -276,15 +276,19 @@ def _measure_io(io, row, runner, prepared, host_inputs, device_inputs, timer, se
 
     log(f"io={io}: warm-up and timing (min {settings.min_iters} iterations, {settings.min_time_s} s)")
     energy_start = telemetry.energy_mj() if telemetry else None
-    power_before = len(telemetry.sampler.power_w) if telemetry and telemetry.sampler else 0
+    sampler = telemetry.sampler if telemetry else None
+    power_before = len(sampler.power_w) if sampler else 0
     m = measure(step, timer, settings, progress=log)
+    window_end = time.monotonic()
     energy_end = telemetry.energy_mj() if telemetry else None
     stats = summarize(m.latencies_ms, c.batch_size)
-    power = telemetry.sampler.power_w[power_before:] if telemetry and telemetry.sampler else None
+    power = sampler.power_w[power_before:] if sampler else None
+    busy = busy_in_window(sampler.busy_pct, window_end - m.timed_s, window_end) if sampler else None
     images = len(m.latencies_ms) * c.batch_size
     j_per_image, watts = energy_window(energy_start, energy_end, m.timed_s, images, power) if telemetry else (None, None)
     row.update(stats, timer=timer.name, n_warmup=m.n_warmup, warmup_s=m.warmup_s, timed_s=m.timed_s, latencies_ms=m.latencies_ms,
-               energy_j_per_image=j_per_image, power_w_mean=watts,
+               energy_j_per_image=j_per_image, power_w_mean=watts, gpu_busy_pct=busy,
                measurement=json.dumps(dict(spec.measurement, stopped_by=m.stopped_by), sort_keys=True))
     log(f"io={io}: {stats['n_iters']} iterations in {m.timed_s:.2f} s, median {stats['latency_ms_median']:.3f} ms, "
-        f"p99 {stats['latency_ms_p99']:.3f} ms, cv {stats['latency_cv']:.3f}, {stats['throughput_ips']:.1f} images/s")
+        f"p99 {stats['latency_ms_p99']:.3f} ms, cv {stats['latency_cv']:.3f}, {stats['throughput_ips']:.1f} images/s"
+        + (f", GPU busy {busy:.0f}%" if busy is not None else ""))

@@ -14,6 +14,8 @@ import pandas as pd
 from inferbench import tables, timebudget
 
 DEFAULT_CV_THRESHOLD = 0.05  # std/mean above 5%: the median still holds, but compare with care
+# A timed loop keeps a GPU busy near 100% unless the host cannot launch kernels fast enough.
+HOST_BOUND_BUSY_PCT = 90.0
 DEFAULT_TOP1_THRESHOLD = 0.99  # below 99% top-1 agreement a precision change is visible to users
 HALF_PRECISIONS = ("fp16", "bf16")
 
@@ -186,6 +188,30 @@ def noisy_cells(df: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRESHOLD) ->
     return Finding(title, sentences, table)
 
 
+def host_bound_cells(df: pd.DataFrame, busy_threshold: float = HOST_BOUND_BUSY_PCT) -> Finding | None:
+    """GPU cells whose timed loop left the GPU idle part of the time: their pace is the host's.
+    None when no cell recorded utilisation (a CPU-only sweep, or NVML unavailable)."""
+    title = f"Host-bound GPU cells (GPU busy less than {busy_threshold:g}% of the timed window)"
+    ok = ok_cells(df)
+    if "gpu_busy_pct" not in ok.columns or ok["gpu_busy_pct"].notna().sum() == 0:
+        return None
+    measured = ok[ok["gpu_busy_pct"].notna()]
+    idle = measured[measured["gpu_busy_pct"] < busy_threshold]
+    if idle.empty:
+        return Finding(title, [f"All {len(measured)} GPU cells kept the GPU busy at least {busy_threshold:g}% "
+                               "of their timed windows: their figures are the GPU's."])
+    table = idle[["series", "resolution", "batch_size", "gpu_busy_pct", "latency_ms_median", "latency_cv"]]
+    table = table.sort_values("gpu_busy_pct").round(3).reset_index(drop=True)
+    worst = table.iloc[0]
+    sentences = [f"{len(idle)} of {len(measured)} GPU cells left the GPU idle between kernels "
+                 f"(least busy: {worst['series']} at {worst['resolution']} px, batch {worst['batch_size']}, "
+                 f"{worst['gpu_busy_pct']:.0f}%). Their throughput is set by how fast this host launches "
+                 "kernels, so it moves with the CPU, its load and the process, and says little about the "
+                 "GPU; larger batches or CUDA graphs (pytorch `cuda_graphs`, torch_compile "
+                 "`reduce-overhead`) take the host out of the loop."]
+    return Finding(title, sentences, table)
+
+
 # ---------------------------------------------------------------- what did not run
 
 
@@ -208,15 +234,17 @@ def failures_by_reason(df: pd.DataFrame) -> Finding:
 def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRESHOLD,
                     top1_threshold: float = DEFAULT_TOP1_THRESHOLD) -> list[Finding]:
     df = prepared(summary)
-    return [
+    items = [
         best_per_batch(df),
         half_precision_speedup(df),
         memory_ranking(df),
         accuracy_losses(df, top1_threshold),
         noisy_cells(df, cv_threshold),
+        host_bound_cells(df),
         failures_by_reason(df),
         time_budget(summary),
     ]
+    return [f for f in items if f is not None]
 
 
 def time_budget(summary: pd.DataFrame) -> Finding:

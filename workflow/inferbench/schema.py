@@ -70,6 +70,7 @@ MEMORY = [
 ENERGY = [
     ("energy_j_per_image", pa.float64()),
     ("power_w_mean", pa.float64()),
+    ("gpu_busy_pct", pa.float64()),  # NVML utilisation over the io mode: below ~90, the host sets the pace
     ("sm_clock_mhz_start", pa.float64()),
     ("sm_clock_mhz_end", pa.float64()),
     ("gpu_temp_c_start", pa.float64()),

@@ -30,7 +30,7 @@ COMPARABLE = ["model", "resolution", "device", "io", "batch_size"]
 TIDY_COLUMNS = [
     "model", "resolution", "device", "io", "backend", "precision", "batch_size", "series",
     "status", "reason", "throughput_ips", "latency_ms_median", "latency_ms_p99", "latency_cv",
-    "memory_peak_mb", "memory_source", "energy_j_per_image", "max_abs_err", "top1_agreement",
+    "memory_peak_mb", "memory_source", "energy_j_per_image", "gpu_busy_pct", "max_abs_err", "top1_agreement",
     SPEEDUP_COLUMN, "best_in_batch", "export_s", "load_s", "compile_s", "first_run_ms",
 ]
 
@@ -236,6 +236,7 @@ DETAIL_HEADERS = {
     "latency_ms_p99": "p99 latency (ms)",
     "memory_peak_mb": "peak memory (MB)",
     "energy_j_per_image": "energy (J/image)",
+    "gpu_busy_pct": "GPU busy (%)",
     "max_abs_err": "max abs err",
     "top1_agreement": "top-1 agreement",
     SPEEDUP_COLUMN: "speedup",
@@ -246,7 +247,7 @@ def details_frame(tidy: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
     """Every metric of the cells of one batch size, formatted for reading."""
     formats = {
         "throughput_ips": fmt_sig, "latency_ms_median": fmt_sig, "latency_ms_p99": fmt_sig,
-        "memory_peak_mb": fmt_mb, "energy_j_per_image": fmt_sig, "max_abs_err": fmt_sci,
+        "memory_peak_mb": fmt_mb, "energy_j_per_image": fmt_sig, "gpu_busy_pct": fmt_mb, "max_abs_err": fmt_sci,
         "top1_agreement": fmt_pct, SPEEDUP_COLUMN: fmt_speedup,
     }
     out = pd.DataFrame(index=tidy.index)

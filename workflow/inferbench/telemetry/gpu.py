@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 # NVML's clocks-event (throttle) reason bits, by name.
@@ -125,6 +126,13 @@ class NvmlReader:
         mw = self._try(self.nvml.nvmlDeviceGetPowerUsage, self.handle)
         return mw / 1000.0 if mw is not None else None
 
+    def busy_pct(self) -> float | None:
+        """NVML's GPU utilisation: the share of its last sample period (1/6 s to 1 s, by GPU) in
+        which a kernel was running. Below 100 while a loop runs flat out means gaps between
+        kernels: the host, not the GPU, sets the pace."""
+        rates = self._try(self.nvml.nvmlDeviceGetUtilizationRates, self.handle)
+        return float(rates.gpu) if rates is not None else None
+
     def state(self) -> dict:
         """SM clock, temperature and throttle reasons: read at the start and end of a cell."""
         n = self.nvml
@@ -136,14 +144,26 @@ class NvmlReader:
         }
 
 
+# NVML averages utilisation over its own sample period (1/6 s on recent GPUs): a reading taken
+# sooner than this after a window opened also covers time before it.
+BUSY_SETTLE_S = 0.17
+
+
+def busy_in_window(samples: list, start: float, end: float) -> float | None:
+    """Mean of the (monotonic time, percent) utilisation samples that describe [start, end]."""
+    inside = [pct for t, pct in samples if start + BUSY_SETTLE_S <= t <= end]
+    return sum(inside) / len(inside) if inside else None
+
+
 class GpuSampler:
-    """Background sampling of memory and power while a cell runs."""
+    """Background sampling of memory, power and utilisation while a cell runs."""
 
     def __init__(self, reader, interval_s: float = 0.02):
         self.reader = reader
         self.interval_s = interval_s
         self.trace = MemoryTrace(baseline_device_mb=reader.device_mb())
         self.power_w: list = []
+        self.busy_pct: list = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="gpu-sampler", daemon=True)
 
@@ -152,6 +172,9 @@ class GpuSampler:
         w = self.reader.power_w()
         if w is not None:
             self.power_w.append(w)
+        busy = self.reader.busy_pct()
+        if busy is not None:
+            self.busy_pct.append((time.monotonic(), busy))
 
     def _loop(self) -> None:
         while not self._stop.is_set():
