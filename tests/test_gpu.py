@@ -88,6 +88,8 @@ def test_one_cuda_cell(backend, config, tmp_path):
         assert r["torch_alloc_peak_mb"] is not None and r["torch_alloc_peak_mb"] >= 0
         assert r["energy_j_per_image"] is not None and r["energy_j_per_image"] > 0
         assert r["power_w_mean"] is not None and r["power_w_mean"] > 0
+        # a window shorter than NVML's utilisation period has no reading of its own
+        assert r["gpu_busy_pct"] is None or 0 <= r["gpu_busy_pct"] <= 100
         assert r["gpu_name"] and r["cuda_version"] and r["sm_clock_mhz_start"]
         assert r["top1_agreement"] is not None and r["top1_agreement"] >= 0.5
         assert r["max_abs_err"] is not None and r["reference_device"] == "cuda"
