@@ -63,3 +63,17 @@ def test_cli_accepts_archive_folder_and_parquet(tmp_path, old, capsys):
     assert cli.main(["compare", str(arch), str(tmp_path / "slow.parquet"), "--fail-on-regression"]) == 1
     assert "regression" in capsys.readouterr().out
     assert cli.main(["compare", str(arch), str(tmp_path / "nothing")]) == 2
+
+
+def test_changes_in_host_bound_cells_are_marked(old):
+    # the synthetic sweep's cuda cells at batch 1, 224 px leave the GPU idle (gpu_busy_pct 62)
+    new = slowed(old, 1.2)
+    table, counts = compare.compare(old, new)
+    host_bound = table[table["host_bound"]]
+    assert len(host_bound) and host_bound["cell"].str.contains("cuda").all()
+    assert host_bound["cell"].str.contains("224px bs1").all()
+    text = compare.format_report(table, counts)
+    assert f"slower {compare.HOST_BOUND_MARK}" in text
+    changed = table[table["verdict"] != "within noise"]
+    assert f"{len(host_bound)} cells, {int(changed['host_bound'].sum())} of the {len(changed)} changes" in text
+    assert compare.has_regression(table, counts)  # marked, not excused: the gate still fails

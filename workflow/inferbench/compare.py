@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from inferbench import archive, schema, tables
+from inferbench import archive, findings, schema, tables
 from inferbench.errors import UserError
 
 DEFAULT_K = 2.0
@@ -115,7 +115,8 @@ def compare(old: pd.DataFrame, new: pd.DataFrame, k: float = DEFAULT_K,
 
 
 RESULT_COLUMNS = ["cell", "old_ips", "new_ips", "throughput_change_pct", "old_median_ms", "new_median_ms",
-                  "latency_change_pct", "noise_limit_pct", "verdict"]
+                  "latency_change_pct", "noise_limit_pct", "verdict", "host_bound"]
+HOST_BOUND_MARK = "†"
 
 
 def _cell_name(row) -> str:
@@ -142,7 +143,13 @@ def _compare_cell(row, k: float, floor: float) -> dict:
         "latency_change_pct": 100 * (ratio - 1),
         "noise_limit_pct": 100 * limit,
         "verdict": verdict(ratio, limit),
+        "host_bound": _host_bound(row.get("gpu_busy_pct_old")) or _host_bound(row.get("gpu_busy_pct_new")),
     }
+
+
+def _host_bound(busy_pct) -> bool:
+    """The GPU sat idle between kernels: the cell's pace was the host's (see findings)."""
+    return busy_pct is not None and not pd.isna(busy_pct) and float(busy_pct) < findings.HOST_BOUND_BUSY_PCT
 
 
 # ---------------------------------------------------------------- printing
@@ -157,12 +164,20 @@ def format_report(table: pd.DataFrame, counts: dict) -> str:
         for col in ("throughput_change_pct", "latency_change_pct"):
             shown[col] = shown[col].map(lambda x: f"{x:+.1f}%")
         shown["noise_limit_pct"] = shown["noise_limit_pct"].map(lambda x: f"±{x:.1f}%")
+        shown["verdict"] = [f"{v} {HOST_BOUND_MARK}" if hb else v for v, hb in zip(shown["verdict"], shown["host_bound"])]
+        shown = shown.drop(columns="host_bound")
         shown.columns = ["cell", "old img/s", "new img/s", "Δ img/s", "old median ms", "new median ms",
                          "Δ latency", "limit", "verdict"]
         lines.append(shown.to_string(index=False))
     verdicts = table["verdict"].value_counts() if len(table) else pd.Series(dtype=int)
     lines.append(f"\n{len(table)} cells compared: {int(verdicts.get('faster', 0))} faster, "
                  f"{int(verdicts.get('slower', 0))} slower, {int(verdicts.get('within noise', 0))} within noise.")
+    changed = table[table["verdict"] != "within noise"] if len(table) else table
+    if len(table) and table["host_bound"].any():
+        lines.append(f"{HOST_BOUND_MARK} host-bound in OLD or NEW (GPU busy below {findings.HOST_BOUND_BUSY_PCT:g}%): "
+                     f"{int(table['host_bound'].sum())} cells, {int(changed['host_bound'].sum())} of the "
+                     f"{len(changed)} changes. Such a cell's pace is the host's, which also varies from process "
+                     "to process by more than the cell's own noise: rerun before believing its change.")
     lines.append(f"Not compared: {counts['only_old']} only in OLD, {counts['only_new']} only in NEW, "
                  f"{counts['not_ok_in_both']} not ok in both, {counts['fixed']} fixed (not ok -> ok), "
                  f"{counts['broke']} broke (ok -> oom/error).")
