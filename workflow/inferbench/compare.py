@@ -143,13 +143,9 @@ def _compare_cell(row, k: float, floor: float) -> dict:
         "latency_change_pct": 100 * (ratio - 1),
         "noise_limit_pct": 100 * limit,
         "verdict": verdict(ratio, limit),
-        "host_bound": _host_bound(row.get("gpu_busy_pct_old")) or _host_bound(row.get("gpu_busy_pct_new")),
+        "host_bound": findings.is_host_bound(row.get("gpu_busy_pct_old"))
+        or findings.is_host_bound(row.get("gpu_busy_pct_new")),
     }
-
-
-def _host_bound(busy_pct) -> bool:
-    """The GPU sat idle between kernels: the cell's pace was the host's (see findings)."""
-    return busy_pct is not None and not pd.isna(busy_pct) and float(busy_pct) < findings.HOST_BOUND_BUSY_PCT
 
 
 # ---------------------------------------------------------------- printing
@@ -172,8 +168,8 @@ def format_report(table: pd.DataFrame, counts: dict) -> str:
     verdicts = table["verdict"].value_counts() if len(table) else pd.Series(dtype=int)
     lines.append(f"\n{len(table)} cells compared: {int(verdicts.get('faster', 0))} faster, "
                  f"{int(verdicts.get('slower', 0))} slower, {int(verdicts.get('within noise', 0))} within noise.")
-    changed = table[table["verdict"] != "within noise"] if len(table) else table
     if len(table) and table["host_bound"].any():
+        changed = table[table["verdict"] != "within noise"]
         lines.append(f"{HOST_BOUND_MARK} host-bound in OLD or NEW (GPU busy below {findings.HOST_BOUND_BUSY_PCT:g}%): "
                      f"{int(table['host_bound'].sum())} cells, {int(changed['host_bound'].sum())} of the "
                      f"{len(changed)} changes. Such a cell's pace is the host's, which also varies from process "

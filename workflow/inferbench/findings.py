@@ -188,17 +188,22 @@ def noisy_cells(df: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRESHOLD) ->
     return Finding(title, sentences, table)
 
 
-def host_bound_cells(df: pd.DataFrame, busy_threshold: float = HOST_BOUND_BUSY_PCT) -> Finding | None:
+def is_host_bound(busy_pct) -> bool:
+    """The GPU sat idle between kernels during the timed window: the pace was the host's."""
+    return busy_pct is not None and not pd.isna(busy_pct) and float(busy_pct) < HOST_BOUND_BUSY_PCT
+
+
+def host_bound_cells(df: pd.DataFrame) -> Finding | None:
     """GPU cells whose timed loop left the GPU idle part of the time: their pace is the host's.
     None when no cell recorded utilisation (a CPU-only sweep, or NVML unavailable)."""
-    title = f"Host-bound GPU cells (GPU busy less than {busy_threshold:g}% of the timed window)"
+    title = f"Host-bound GPU cells (GPU busy less than {HOST_BOUND_BUSY_PCT:g}% of the timed window)"
     ok = ok_cells(df)
     if "gpu_busy_pct" not in ok.columns or ok["gpu_busy_pct"].notna().sum() == 0:
         return None
     measured = ok[ok["gpu_busy_pct"].notna()]
-    idle = measured[measured["gpu_busy_pct"] < busy_threshold]
+    idle = measured[measured["gpu_busy_pct"].map(is_host_bound)]
     if idle.empty:
-        return Finding(title, [f"All {len(measured)} GPU cells kept the GPU busy at least {busy_threshold:g}% "
+        return Finding(title, [f"All {len(measured)} GPU cells kept the GPU busy at least {HOST_BOUND_BUSY_PCT:g}% "
                                "of their timed windows: their figures are the GPU's."])
     table = idle[["series", "resolution", "batch_size", "gpu_busy_pct", "latency_ms_median", "latency_cv"]]
     table = table.sort_values("gpu_busy_pct").round(3).reset_index(drop=True)

@@ -18,14 +18,15 @@ from pathlib import Path
 
 def reference_logits(spec, x_host, cache_dir: str | Path | None = None):
     """(fp32 logits on the CPU, whether they came from the cache)."""
-    if cache_dir:
-        path = Path(cache_dir) / f"{cache_key(spec, x_host)}.pt"
-        cached = _read(path, fingerprint(x_host))
-        if cached is not None:
-            return cached, True
+    if not cache_dir:
+        return compute(spec, x_host), False
+    path = Path(cache_dir) / f"{cache_key(spec, x_host)}.pt"
+    fp = fingerprint(x_host)
+    cached = _read(path, fp)
+    if cached is not None:
+        return cached, True
     logits = compute(spec, x_host)
-    if cache_dir:
-        _write(path, logits, fingerprint(x_host))
+    _write(path, logits, fp)
     return logits, False
 
 
