@@ -201,6 +201,17 @@ def test_memory_trace_peak():
     assert t3.peak() == (None, None)  # no baseline: no delta
 
 
+def test_memory_trace_start_uses_the_method_of_the_peak():
+    t = gpu.MemoryTrace(baseline_device_mb=1000.0)
+    assert t.start() is None
+    t.add(None, 1500.0)
+    t.add(None, 1800.0)
+    assert t.start() == 500.0  # the device's growth at the first reading
+    t.add(300.0, 1900.0)
+    t.add(650.0, None)
+    assert t.start() == 300.0  # the process's own first reading, as peak() prefers it
+
+
 def test_energy_window():
     # counter: 10 J over 2 s for 100 images
     assert gpu.energy_window(5_000, 15_000, 2.0, 100) == pytest.approx((0.1, 5.0))
@@ -569,3 +580,104 @@ def test_describe_exit_statuses():
     assert isolation._describe(None, [], 10) == "timed out after 10 s (cell_timeout_s)"
     assert isolation._describe(3, ["a", "b", "c", "d"], 10) == "the worker process exited with code 3; last output: b | c | d"
     assert isolation._describe(-signal.SIGSEGV, ["x"], 10).startswith("the worker process died from SIGSEGV;")
+
+
+# ------------------------------------------------------------------ the warm worker (gpu_worker: per_gpu)
+
+
+def _run_warm(args, lock_dir, key="0", timeout_s=120.0):
+    return isolation.run_inferbench(args, timeout_s, dict(os.environ), str(lock_dir), warm_key=key)
+
+
+def _warm_pids(locks: Path) -> list[int]:
+    return [p for p in _children_of(_server_pid(locks)) if _alive(p)]
+
+
+def test_a_warm_worker_serves_one_request_after_another_in_one_process(server_locks, monkeypatch, capsys):
+    monkeypatch.setenv("INFERBENCH_FORKSERVER", "1")
+    t0 = time.monotonic()
+    assert _run_warm(["--version"], server_locks) == (0, "")
+    # a new worker must not hold its first caller's output pipe (the caller would wait for its end)
+    assert time.monotonic() - t0 < 8.0
+    (worker,) = _warm_pids(server_locks)  # it stays, waiting for the next cell
+    assert _run_warm(["--version"], server_locks) == (0, "")
+    # a failing command is that request's exit code; the worker carries on
+    rc, how = _run_warm(["validate", str(server_locks / "no-such.yaml")], server_locks)
+    assert rc == 2 and "does not exist" in how
+    assert _run_warm(["--version"], server_locks) == (0, "")
+    assert _warm_pids(server_locks) == [worker]
+    # each request's output reached its own caller
+    assert capsys.readouterr().err.count(f"inferbench {__version__}") == 3
+
+
+def test_a_killed_warm_worker_fails_its_request_and_the_next_gets_a_new_one(tmp_path, server_locks, monkeypatch):
+    monkeypatch.setenv("INFERBENCH_FORKSERVER", "1")
+    assert _run_warm(["--version"], server_locks, key="k")[0] == 0
+    before = set(_warm_pids(server_locks))
+    result, done = {}, threading.Event()
+    # the hang runs inside the existing worker: kill that one
+    killer = threading.Thread(target=lambda: (time.sleep(1.0), [os.kill(p, signal.SIGKILL) for p in before],
+                                              result.update(killed=True)))
+    killer.start()
+    try:
+        rc, how = _run_warm(_hang_args(tmp_path), server_locks, key="k", timeout_s=60)
+    finally:
+        done.set()
+        killer.join()
+    assert rc == -signal.SIGKILL and how.startswith("the worker process died from SIGKILL")
+    assert _run_warm(["--version"], server_locks, key="k")[0] == 0
+    assert not set(_warm_pids(server_locks)) & before, "the dead worker was reused"
+
+
+def test_a_hanging_warm_request_is_killed_at_the_timeout(tmp_path, server_locks, monkeypatch):
+    monkeypatch.setenv("INFERBENCH_FORKSERVER", "1")
+    rc, how = _run_warm(_hang_args(tmp_path), server_locks, key="t", timeout_s=2.0)
+    assert rc is None and how == "timed out after 2 s (cell_timeout_s)"
+    assert _run_warm(["--version"], server_locks, key="t")[0] == 0
+
+
+def test_cells_in_a_warm_worker_record_it_and_their_own_peaks(tmp_path, server_locks, monkeypatch):
+    """A real (CPU) cell, twice in one warm worker: both measured, the second knows it came second."""
+    from inferbench import config as configmod, spec as specmod
+
+    monkeypatch.setenv("INFERBENCH_FORKSERVER", "1")
+    config = configmod.load_config(Path(__file__).parent / "configs" / "tiny.yaml")
+    cell = configmod.Cell("resnet18", "pytorch", "cpu", "fp32", 32, 2)
+    spec_json = specmod.cell_spec_for(config, cell).to_json()
+    rows = []
+    for i in range(2):
+        out = tmp_path / f"cell{i}.parquet"
+        rc, how = _run_warm(["cell", "--worker", "--spec", spec_json, "--out", str(out)], server_locks, key="cells")
+        assert (rc, how) == (0, "")
+        (row,) = pq.read_table(out).to_pylist()
+        rows.append(row)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert [r["gpu_worker"] for r in rows] == ["per_gpu", "per_gpu"]
+    assert [r["worker_cells_before"] for r in rows] == [0, 1]
+    assert all(r["host_rss_peak_mb"] and r["host_rss_peak_mb"] > 50 for r in rows)
+
+
+def test_the_warm_worker_is_only_for_gpu_cells_and_the_default_keeps_specs_unchanged():
+    from inferbench import config as configmod, spec as specmod
+
+    config = configmod.load_config(Path(__file__).parent / "configs" / "tiny.yaml")
+    gpu_cell = configmod.Cell("resnet18", "pytorch", "cuda", "fp16", 32, 2)
+    cpu_cell = configmod.Cell("resnet18", "pytorch", "cpu", "fp32", 32, 2)
+    default = specmod.cell_spec_for(config, gpu_cell)
+    assert default.gpu_worker == "per_cell" and "gpu_worker" not in default.to_json()
+    warm_config = dict(config, gpu_worker="per_gpu")
+    warm = specmod.cell_spec_for(warm_config, gpu_cell)
+    assert specmod.CellSpec.from_json(warm.to_json()).gpu_worker == "per_gpu"
+    assert specmod.cell_spec_for(warm_config, cpu_cell).to_json() == specmod.cell_spec_for(config, cpu_cell).to_json()
+
+
+def test_rss_peak_can_restart(tmp_path):
+    from inferbench.telemetry import host
+
+    big = bytearray(200 * 2**20)
+    big[:: 4096] = b"x" * len(big[:: 4096])
+    before = host.rss_peak_mb()
+    del big
+    if not host.reset_rss_peak():
+        pytest.skip("this kernel refuses /proc/self/clear_refs")
+    assert host.rss_peak_mb() < before - 150

@@ -23,7 +23,8 @@ from inferbench.backends.base import LoadContext, Skip, options_json, torch_dtyp
 from inferbench.isolation import LAUNCHED_AT_ENV
 from inferbench.reference import reference_logits
 from inferbench.spec import CellSpec
-from inferbench.telemetry.host import rss_peak_mb
+from inferbench.telemetry.host import reset_rss_peak, rss_peak_mb
+from inferbench.warm import cells_before, in_warm_worker
 from inferbench.timing import CudaEventTimer, PerfCounterTimer, Settings, measure
 
 
@@ -124,12 +125,18 @@ def accuracy(out, ref) -> dict:
 def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_cache: str | None = None) -> list[dict]:
     """Returns one row per io mode. Never raises for a cell-level failure: it becomes the status.
     reference_cache: a folder where the fp32 reference logits are shared between cells."""
+    global _T0
+    _T0 = time.monotonic()  # the log's clock: per cell, also in a warm worker
     c = spec.cell
     backend = load_backend(c.backend)
     options = backend.parse_options(spec.options)
     threads = spec.measurement.get("cpu_threads") or default_threads()
+    warm = in_warm_worker()
+    # In a warm worker the process-wide host peak must restart with the cell, or it is unknown.
+    rss_peak_known = reset_rss_peak() if warm else True
     base_row = dict(base_row, backend_options=options_json(options), num_threads=threads,
-                    export_s=(artifact or {}).get("export_s"))
+                    export_s=(artifact or {}).get("export_s"),
+                    gpu_worker="per_gpu" if warm else "per_cell", worker_cells_before=cells_before() if warm else 0)
     rows = {io: dict(base_row, io=io) for io in spec.io_modes}
 
     def finish(status: str, reason: str) -> list[dict]:
@@ -201,10 +208,11 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
         end_state = telemetry.state() if telemetry else {}
         if telemetry:
             telemetry.stop()
-        memory = {"host_rss_peak_mb": rss_peak_mb()}
+        memory = {"host_rss_peak_mb": rss_peak_mb() if rss_peak_known else None}
         if telemetry and telemetry.sampler:
             memory["gpu_mem_peak_mb"], method = telemetry.sampler.trace.peak()
-            log(f"GPU memory peak {memory['gpu_mem_peak_mb']} MiB ({method})")
+            memory["gpu_mem_start_mb"] = telemetry.sampler.trace.start()
+            log(f"GPU memory peak {memory['gpu_mem_peak_mb']} MiB ({method}; {memory['gpu_mem_start_mb']} MiB at the start)")
         if c.device == "cuda":
             memory["torch_alloc_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         for r in rows.values():

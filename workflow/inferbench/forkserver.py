@@ -18,6 +18,13 @@ Used for GPU cells and exports. CPU cells always start a fresh process: a forked
 Runtime on the CPU ~18% slower than a fresh one (measured on a 2-core VM), while GPU cells forked
 from the server measured within ~1% of fresh-process cross-checks on the H200.
 Set INFERBENCH_FORKSERVER=0 to run every cell in a plain subprocess.
+
+Warm workers (`gpu_worker: per_gpu` in the config): a request that names a `warm_key` (the GPU
+it claimed) is served by a long-lived child kept for that key, which runs its cells one after
+another in one process and one CUDA context. That saves each GPU cell the CUDA context, the
+compiler imports and the per-process library set-up (seconds per cell), at the price of
+isolation: see `inferbench.warm` for what is reset between cells and what is recorded. A crash
+or kill of that child is still only that cell's failure: the next request starts a new child.
 """
 
 from __future__ import annotations
@@ -119,13 +126,15 @@ def _read_message(f) -> dict | None:
     return json.loads(line) if line else None
 
 
-def run(argv: list[str], env: dict, lock_dir: str | Path, timeout_s: float, on_output) -> int | None:
+def run(argv: list[str], env: dict, lock_dir: str | Path, timeout_s: float, on_output,
+        warm_key: str | None = None) -> int | None:
     """Run `inferbench <argv>` in a child forked by the server. Output lines go to on_output.
+    warm_key: run it in the server's warm worker for that key (one per GPU) instead of a fresh child.
     Returns the exit code (negative: killed by that signal), or None on timeout (child killed)."""
     sock = connect_or_start(lock_dir)
     read_fd, write_fd = os.pipe()
     try:
-        request = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd()}).encode() + b"\n"
+        request = json.dumps({"argv": argv, "env": env, "cwd": os.getcwd(), "warm_key": warm_key}).encode() + b"\n"
         socket.send_fds(sock, [request], [write_fd])
     finally:
         os.close(write_fd)
@@ -199,6 +208,7 @@ class Server:
         self.active = 0
         self.last_activity = time.monotonic()
         self.lock = threading.Lock()
+        self.warm: dict[str, WarmWorker] = {}  # warm key (a GPU) -> its worker
 
     def serve(self) -> None:
         for name in PRELOAD:
@@ -227,6 +237,8 @@ class Server:
                 self._handle(conn, listener)
         finally:
             listener.close()
+            for worker in list(self.warm.values()):
+                worker.stop()
             try:
                 if self.path.stat().st_ino == inode:  # not a newer server's socket
                     self.path.unlink()
@@ -236,10 +248,14 @@ class Server:
     def _handle(self, conn: socket.socket, listener: socket.socket) -> None:
         msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 1)
         request = json.loads(msg.decode())
+        if request.get("warm_key"):
+            self._handle_warm(conn, listener, request, fds[0])
+            return
         pid = os.fork()
         if pid == 0:
             listener.close()
             conn.close()
+            self._close_warm_controls()
             _child(request, fds[0])
         os.close(fds[0])
         with self.lock:
@@ -258,6 +274,134 @@ class Server:
         with self.lock:
             self.active -= 1
             self.last_activity = time.monotonic()
+
+    def _close_warm_controls(self) -> None:
+        """In a fresh child: drop the copies of the warm workers' control sockets."""
+        for worker in self.warm.values():
+            worker.ctrl.close()
+
+    def _handle_warm(self, conn: socket.socket, listener: socket.socket, request: dict, out_fd: int) -> None:
+        from inferbench.warm import env_signature
+
+        key = request["warm_key"]
+        signature = env_signature(request["env"])
+        with self.lock:
+            worker = self.warm.get(key)
+            if worker is not None and worker.busy:
+                # Only possible if a job's GPU claim was bypassed: never run two cells at once.
+                os.close(out_fd)
+                conn.sendall(json.dumps({"error": f"the warm worker for {key} is busy"}).encode() + b"\n")
+                conn.close()
+                return
+            if worker is not None and (not worker.alive() or worker.signature != signature):
+                worker.stop()
+                worker = None
+            if worker is None:
+                others = [w.ctrl for w in self.warm.values()]
+                worker = WarmWorker.start(key, signature, close_in_child=[listener, conn, out_fd, *others])
+                self.warm[key] = worker
+            worker.busy = True
+            self.active += 1
+        try:
+            worker.send(request, out_fd)
+            ok = True
+        except OSError:
+            ok = False  # it died since: the reply below reports how
+        finally:
+            os.close(out_fd)
+        conn.sendall(json.dumps({"pid": worker.pid}).encode() + b"\n")
+        threading.Thread(target=self._relay_warm, args=(conn, worker, ok), daemon=True).start()
+
+    def _relay_warm(self, conn: socket.socket, worker: "WarmWorker", sent: bool) -> None:
+        code = worker.wait_reply() if sent else worker.exit_code()
+        try:
+            conn.sendall(json.dumps({"returncode": code}).encode() + b"\n")
+        except OSError:
+            pass
+        conn.close()
+        with self.lock:
+            worker.busy = False
+            if worker.dead and self.warm.get(worker.key) is worker:
+                del self.warm[worker.key]
+            self.active -= 1
+            self.last_activity = time.monotonic()
+
+
+class WarmWorker:
+    """The server's handle on one warm worker (inferbench.warm.serve_cells runs in the child)."""
+
+    def __init__(self, key: str, signature: str, pid: int, ctrl: socket.socket):
+        self.key, self.signature, self.pid, self.ctrl = key, signature, pid, ctrl
+        self.busy = False
+        self.dead = False
+        self._code: int | None = None
+
+    @classmethod
+    def start(cls, key: str, signature: str, close_in_child: list) -> "WarmWorker":
+        # SEQPACKET: each request and each reply is one message, whatever its size.
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            # what belongs to the server, not the worker: the listener, other connections, and
+            # this request's output pipe (held open here, its reader would never see the end)
+            for s in close_in_child:
+                os.close(s) if isinstance(s, int) else s.close()
+            parent_end.close()
+            try:
+                from inferbench.warm import serve_cells
+
+                serve_cells(child_end)
+            finally:
+                os._exit(1)
+        child_end.close()
+        return cls(key, signature, pid, parent_end)
+
+    def send(self, request: dict, out_fd: int) -> None:
+        socket.send_fds(self.ctrl, [json.dumps(request).encode()], [out_fd])
+
+    def wait_reply(self) -> int:
+        """The cell's exit code; if the worker died instead (crash, kill), how it died."""
+        try:
+            msg = self.ctrl.recv(1 << 16)
+        except OSError:
+            msg = b""
+        if msg:
+            return int(json.loads(msg.decode())["returncode"])
+        return self.exit_code()
+
+    def exit_code(self) -> int:
+        if self._code is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+                self._code = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:  # reaped by another thread meanwhile
+                self._code = -9
+        self.dead = True
+        self.ctrl.close()
+        return self._code
+
+    def alive(self) -> bool:
+        if self.dead:
+            return False
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.pid, 9
+        if pid == 0:
+            return True
+        self._code = os.waitstatus_to_exitcode(status)
+        self.dead = True
+        self.ctrl.close()
+        return False
+
+    def stop(self) -> None:
+        """End an idle worker (its shards are written; nothing is lost)."""
+        if self.alive():
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+            self.exit_code()
 
 
 def main() -> int:

@@ -25,9 +25,14 @@ LAUNCHED_AT_ENV = "INFERBENCH_LAUNCHED_AT"
 def exit_worker(code: int = 0) -> None:
     """End an isolated worker once its result file is written, skipping the interpreter's
     teardown: with torch, torchvision and onnxruntime loaded that took 1.6 s per process on a
-    2-core VM (every CPU cell and export paid it), and nothing after the atomic write needs it."""
+    2-core VM (every CPU cell and export paid it), and nothing after the atomic write needs it.
+    In a warm worker (inferbench.warm) it returns instead: the process serves the next cell."""
     sys.stdout.flush()
     sys.stderr.flush()
+    from inferbench.warm import in_warm_worker
+
+    if in_warm_worker():
+        return  # the warm worker goes on to its next cell
     os._exit(code)
 
 
@@ -45,8 +50,9 @@ def _describe(rc: int | None, tail, timeout_s: float) -> str:
 
 
 def run_inferbench(args: list[str], timeout_s: float, env: dict, lock_dir: str,
-                   use_forkserver: bool = True) -> tuple[int | None, str]:
+                   use_forkserver: bool = True, warm_key: str | None = None) -> tuple[int | None, str]:
     """Run `inferbench ARGS` isolated, streaming its output to our stderr (the job log).
+    warm_key: run it in the fork server's warm worker for that key (inferbench.warm).
     Returns (exit code, or None on timeout; a one-line description when it did not end well)."""
     tail: collections.deque = collections.deque(maxlen=15)
 
@@ -59,7 +65,7 @@ def run_inferbench(args: list[str], timeout_s: float, env: dict, lock_dir: str,
     env = dict(env, **{LAUNCHED_AT_ENV: repr(time.time())})
     if use_forkserver and forkserver.enabled():
         try:
-            rc = forkserver.run(args, env, lock_dir, timeout_s, on_output)
+            rc = forkserver.run(args, env, lock_dir, timeout_s, on_output, warm_key=warm_key)
             return rc, _describe(rc, tail, timeout_s)
         except (OSError, RuntimeError) as exc:
             on_output(f"[inferbench] fork server unavailable ({exc}); starting a fresh process\n")

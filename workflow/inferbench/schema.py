@@ -59,11 +59,18 @@ COSTS = [
     ("setup_s", pa.float64()),  # in the worker before loading: CUDA context, telemetry, inputs
     ("warmup_s", pa.float64()),  # this io mode's warm-up iterations
     ("reference_s", pa.float64()),  # the fp32 reference run for the accuracy check
+    # per_cell: a fresh process; per_gpu: the GPU's warm worker (inferbench.warm), which had run
+    # worker_cells_before cells before this one
+    ("gpu_worker", pa.string()),
+    ("worker_cells_before", pa.int32()),
 ]
 
 MEMORY = [
     ("host_rss_peak_mb", pa.float64()),
     ("gpu_mem_peak_mb", pa.float64()),  # process GPU memory from NVML: sees every framework
+    # the process's GPU memory when the cell's sampling began (context, inputs; in a warm worker
+    # also what earlier cells left loaded)
+    ("gpu_mem_start_mb", pa.float64()),
     ("torch_alloc_peak_mb", pa.float64()),  # PyTorch caching allocator peak, where it applies
 ]
 

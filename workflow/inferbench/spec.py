@@ -61,9 +61,14 @@ class CellSpec:
     measurement: dict
     io_modes: list
     timeout_s: float
+    # "per_cell": a fresh process per cell; "per_gpu": the GPU's warm worker (inferbench.warm).
+    gpu_worker: str = "per_cell"
 
     def to_json(self) -> str:
         d = asdict(self)
+        if d["gpu_worker"] == "per_cell":
+            # the default leaves the job's parameters as they were: existing shards stay valid
+            del d["gpu_worker"]
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -98,4 +103,6 @@ def cell_spec_for(config: dict, cell: Cell) -> CellSpec:
     return CellSpec(cell=cell, weights=config.get("weights"), seed=config["seed"],
                     options=config["backends"].get(cell.backend) or {},
                     measurement=measurement_for(config, cell.device), io_modes=io_modes_for(config, cell.device),
-                    timeout_s=config["cell_timeout_s"])
+                    timeout_s=config["cell_timeout_s"],
+                    # only GPU cells have a GPU worker: CPU cells always start a fresh process
+                    gpu_worker=config.get("gpu_worker", "per_cell") if cell.device == "cuda" else "per_cell")

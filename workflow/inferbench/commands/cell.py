@@ -86,6 +86,7 @@ def run(args) -> int:
 
         write_shard(run_cell(spec, artifact, base, args.reference_cache or None), args.out)
         exit_worker(0)
+        return 0  # in a warm worker (inferbench.warm), exit_worker returns
 
     verdict = quick_verdict(spec, artifact)
     if verdict:
@@ -113,7 +114,9 @@ def run_isolated(args, spec, base, job_started: float) -> int:
             env["CUDA_VISIBLE_DEVICES"] = claim.gpu
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's numbering = NVML's, for telemetry
             print(f"[inferbench cell] claimed GPU {claim.gpu}", file=sys.stderr, flush=True)
-            rc, how = run_inferbench(argv, spec.timeout_s, env, args.lock_dir)
+            # gpu_worker per_gpu: the GPU's warm worker runs it (inferbench.warm)
+            warm_key = claim.gpu if spec.gpu_worker == "per_gpu" else None
+            rc, how = run_inferbench(argv, spec.timeout_s, env, args.lock_dir, warm_key=warm_key)
     else:
         # CPU cells start a fresh process: forked from the server, ONNX Runtime on the CPU measured
         # ~18% slower (2.26 ms against 1.90 ms per batch, ResNet-18 32 px, 1 thread, 2026-11-28),

@@ -51,6 +51,14 @@ class MemoryTrace:
         if device_mb is not None:
             self.device_mb.append(device_mb)
 
+    def start(self) -> float | None:
+        """The first reading, by the same method as `peak`: what the process held as the cell began."""
+        if self.process_mb:
+            return self.process_mb[0]
+        if self.device_mb and self.baseline_device_mb is not None:
+            return max(0.0, self.device_mb[0] - self.baseline_device_mb)
+        return None
+
     def peak(self) -> tuple[float | None, str | None]:
         """(peak MiB, method). Per-process figures win; otherwise the device's growth over the
         baseline, which is this process's use when the cell owns the GPU (it does: see devices.GpuClaim)."""
