@@ -4,6 +4,7 @@
 #   GPUS=2   use two GPUs (one timed cell per GPU at a time)
 #   RESULTS  where results go (default /tmp/ib/h200: survives between calls on the lent machine)
 #   LIMIT_S  stop cleanly after this many seconds; rerunning resumes (Snakemake skips finished cells)
+#   CONFIG   more KEY=VALUE settings for --config, e.g. CONFIG="gpu_worker=per_gpu"
 set -euo pipefail
 source docs/benchmarks/h200/gpu_env.sh
 R=${RESULTS:-/tmp/ib/h200}
@@ -12,7 +13,7 @@ LIMIT_S=${LIMIT_S:-0}
 mkdir -p "$R"
 start=$(date +%s)
 # the caller's arguments first: targets must come before --config, which takes every word after it
-cmd=(snakemake "$@" --cores "$GPUS" --resources "gpu=$GPUS" --config "results_dir=$R")
+cmd=(snakemake "$@" --cores "$GPUS" --resources "gpu=$GPUS" --config "results_dir=$R" ${CONFIG:-})
 echo "+ ${cmd[*]}" | tee -a "$R/sweep_commands.log"
 rc=0
 if [ "$LIMIT_S" -gt 0 ]; then timeout --signal=INT "$LIMIT_S" "${cmd[@]}" || rc=$?; else "${cmd[@]}" || rc=$?; fi

@@ -13,6 +13,7 @@
 #   session.sh smoke          4 GPU cells on a tiny config: the GPU path works and records its phases
 #   session.sh go SECONDS     the sweep for at most SECONDS (resumes where the last call stopped),
 #                             then, once it is done, the cross-checks and the results into $OUT
+#                             (SWEEP_CONFIG="KEY=VALUE ..." adds settings to the sweep's --config)
 set -euo pipefail
 REPO=/tmp/repo
 R=${RESULTS:-/tmp/ib/one}
@@ -73,25 +74,30 @@ EOF
     ;;
 sweep)
     cd "$REPO"  # the copy made by `smk`: same files, same times, so finished cells stay finished
-    if RESULTS=$R GPUS=1 LIMIT_S=${1:-540} bash docs/benchmarks/h200/run_sweep.sh -q; then touch "$R/sweep.done"; fi
+    if RESULTS=$R GPUS=1 LIMIT_S=${1:-540} CONFIG="${SWEEP_CONFIG:-}" bash docs/benchmarks/h200/run_sweep.sh -q; then
+        touch "$R/sweep.done"
+    fi
     ;;
 crosscheck)
+    # in order of what is owed; each only while at least 60 s of the call are left
     cd "$REPO" && source docs/benchmarks/h200/gpu_env.sh
+    until_s=${1:-0}
     cfg=/tmp/ib/crosscheck.yaml
     sed "s|^results_dir:.*|results_dir: $R|" config.yaml > "$cfg"
     out=$R/crosscheck.jsonl
-    for b in pytorch torchscript onnxruntime torch_compile; do
-        inferbench crosscheck --config "$cfg" --backend "$b" --precision fp16 --resolution 224 --batch 64 --json "$out" || true
+    xc() { if [ "$until_s" -eq 0 ] || [ $(( until_s - $(date +%s) )) -gt 60 ]; then
+               inferbench crosscheck --config "$cfg" "$@" --json "$out" || true; fi; }
+    xc --backend torch_compile --precision fp16 --resolution 224 --batch 64
+    xc --backend torch_compile --set dynamic=batch --precision fp16 --resolution 224 --batch 64
+    # a launch-bound cell (~1 ms a batch): its spread from process to process, and whether the
+    # cell's NVML sampling slows it down
+    for i in 1 2; do
+        xc --backend pytorch --precision fp16 --resolution 224 --batch 32
+        xc --backend pytorch --precision fp16 --resolution 224 --batch 32 --telemetry
     done
-    inferbench crosscheck --config "$cfg" --backend torch_compile --set dynamic=batch --precision fp16 --resolution 224 --batch 64 --json "$out" || true
-    inferbench crosscheck --config "$cfg" --backend onnxruntime --precision fp16 --resolution 512 --batch 64 --json "$out" || true
-    # a launch-bound cell (~1.5 ms a batch): its spread from process to process, and whether
-    # the cell's NVML sampling slows it down
-    for i in 1 2 3; do
-        for t in "" --telemetry; do
-            inferbench crosscheck --config "$cfg" --backend pytorch --precision fp16 --resolution 224 --batch 32 $t --json "$out" || true
-        done
-    done
+    xc --backend onnxruntime --precision fp16 --resolution 224 --batch 64
+    xc --backend onnxruntime --precision fp16 --resolution 512 --batch 64
+    xc --backend torchscript --precision fp16 --resolution 224 --batch 64
     ;;
 pack)
     cd "$R"
@@ -102,8 +108,8 @@ pack)
 go)
     call_end=$(( $(date +%s) + ${1:-570} ))
     if [ ! -f "$R/sweep.done" ]; then bash "$0" sweep $(( call_end - $(date +%s) )); fi
-    if [ -f "$R/sweep.done" ] && [ ! -f "$R/crosscheck.done" ] && [ $(( call_end - $(date +%s) )) -gt 240 ]; then
-        bash "$0" crosscheck && touch "$R/crosscheck.done"
+    if [ -f "$R/sweep.done" ] && [ ! -f "$R/crosscheck.done" ] && [ $(( call_end - $(date +%s) )) -gt 90 ]; then
+        bash "$0" crosscheck "$call_end" && touch "$R/crosscheck.done"
     fi
     echo "shards: $(find "$R/shards" -name '*.parquet' 2>/dev/null | wc -l); sweep calls (start end seconds):"
     cat "$R/sweep_walltime.log" 2>/dev/null || true
