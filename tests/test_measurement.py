@@ -582,7 +582,7 @@ def test_describe_exit_statuses():
     assert isolation._describe(-signal.SIGSEGV, ["x"], 10).startswith("the worker process died from SIGSEGV;")
 
 
-# ------------------------------------------------------------------ the warm worker (gpu_worker: per_gpu)
+# ------------------------------------------------------------------ the warm worker (gpu_worker: warm)
 
 
 def _run_warm(args, lock_dir, key="0", timeout_s=120.0):
@@ -652,7 +652,7 @@ def test_cells_in_a_warm_worker_record_it_and_their_own_peaks(tmp_path, server_l
         (row,) = pq.read_table(out).to_pylist()
         rows.append(row)
     assert [r["status"] for r in rows] == ["ok", "ok"]
-    assert [r["gpu_worker"] for r in rows] == ["per_gpu", "per_gpu"]
+    assert [r["gpu_worker"] for r in rows] == ["warm", "warm"]
     assert [r["worker_cells_before"] for r in rows] == [0, 1]
     assert all(r["host_rss_peak_mb"] and r["host_rss_peak_mb"] > 50 for r in rows)
 
@@ -664,10 +664,10 @@ def test_the_warm_worker_is_only_for_gpu_cells_and_the_default_keeps_specs_uncha
     gpu_cell = configmod.Cell("resnet18", "pytorch", "cuda", "fp16", 32, 2)
     cpu_cell = configmod.Cell("resnet18", "pytorch", "cpu", "fp32", 32, 2)
     default = specmod.cell_spec_for(config, gpu_cell)
-    assert default.gpu_worker == "per_cell" and "gpu_worker" not in default.to_json()
-    warm_config = dict(config, gpu_worker="per_gpu")
+    assert default.gpu_worker == "fresh" and "gpu_worker" not in default.to_json()
+    warm_config = dict(config, gpu_worker="warm")
     warm = specmod.cell_spec_for(warm_config, gpu_cell)
-    assert specmod.CellSpec.from_json(warm.to_json()).gpu_worker == "per_gpu"
+    assert specmod.CellSpec.from_json(warm.to_json()).gpu_worker == "warm"
     assert specmod.cell_spec_for(warm_config, cpu_cell).to_json() == specmod.cell_spec_for(config, cpu_cell).to_json()
 
 

@@ -89,6 +89,19 @@ def nvml_index_for_visible_gpu() -> int:
     return int(visible) if visible.isdigit() else 0
 
 
+_STREAM = []
+
+
+def cell_stream():
+    """The process's side stream for cells. One per process, not per cell: in a warm worker,
+    libraries keep per-stream state (cuBLAS a workspace per stream) that would pile up."""
+    import torch
+
+    if not _STREAM:
+        _STREAM.append(torch.cuda.Stream())
+    return _STREAM[0]
+
+
 def make_inputs(spec: CellSpec, dtype, device: str, count: int):
     """Random batches drawn from the seed: (host batches, batches on the device).
 
@@ -136,7 +149,7 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
     rss_peak_known = reset_rss_peak() if warm else True
     base_row = dict(base_row, backend_options=options_json(options), num_threads=threads,
                     export_s=(artifact or {}).get("export_s"),
-                    gpu_worker="per_gpu" if warm else "per_cell", worker_cells_before=cells_before() if warm else 0)
+                    gpu_worker="warm" if warm else "fresh", worker_cells_before=cells_before() if warm else 0)
     rows = {io: dict(base_row, io=io) for io in spec.io_modes}
 
     def finish(status: str, reason: str) -> list[dict]:
@@ -168,8 +181,7 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
             base_env["gpu_name"] = base_env.get("gpu_name") or torch.cuda.get_device_name(0)
             # One side stream for the whole cell: every backend (ORT included, see its
             # user_compute_stream) and every copy runs on it, and the CUDA events are recorded on it.
-            stream = torch.cuda.Stream()
-            stack.enter_context(torch.cuda.stream(stream))
+            stack.enter_context(torch.cuda.stream(cell_stream()))
             for r in rows.values():
                 r.update(base_env)
         dtype = torch_dtype(c.precision)

@@ -19,9 +19,9 @@ Runtime on the CPU ~18% slower than a fresh one (measured on a 2-core VM), while
 from the server measured within ~1% of fresh-process cross-checks on the H200.
 Set INFERBENCH_FORKSERVER=0 to run every cell in a plain subprocess.
 
-Warm workers (`gpu_worker: per_gpu` in the config): a request that names a `warm_key` (the GPU
-it claimed) is served by a long-lived child kept for that key, which runs its cells one after
-another in one process and one CUDA context. That saves each GPU cell the CUDA context, the
+Warm workers (`gpu_worker: warm` in the config): a request that names a `warm_key` (the GPU
+it claimed, the backend and the precision) is served by a long-lived child kept for that key,
+which runs its cells one after another in one process and one CUDA context. That saves each GPU cell the CUDA context, the
 compiler imports and the per-process library set-up (seconds per cell), at the price of
 isolation: see `inferbench.warm` for what is reset between cells and what is recorded. A crash
 or kill of that child is still only that cell's failure: the next request starts a new child.
@@ -129,7 +129,7 @@ def _read_message(f) -> dict | None:
 def run(argv: list[str], env: dict, lock_dir: str | Path, timeout_s: float, on_output,
         warm_key: str | None = None) -> int | None:
     """Run `inferbench <argv>` in a child forked by the server. Output lines go to on_output.
-    warm_key: run it in the server's warm worker for that key (one per GPU) instead of a fresh child.
+    warm_key: run it in the server's warm worker for that key instead of a fresh child.
     Returns the exit code (negative: killed by that signal), or None on timeout (child killed)."""
     sock = connect_or_start(lock_dir)
     read_fd, write_fd = os.pipe()

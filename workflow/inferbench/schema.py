@@ -59,7 +59,7 @@ COSTS = [
     ("setup_s", pa.float64()),  # in the worker before loading: CUDA context, telemetry, inputs
     ("warmup_s", pa.float64()),  # this io mode's warm-up iterations
     ("reference_s", pa.float64()),  # the fp32 reference run for the accuracy check
-    # per_cell: a fresh process; per_gpu: the GPU's warm worker (inferbench.warm), which had run
+    # fresh: a fresh process; warm: the GPU's warm worker (inferbench.warm), which had run
     # worker_cells_before cells before this one
     ("gpu_worker", pa.string()),
     ("worker_cells_before", pa.int32()),

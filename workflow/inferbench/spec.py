@@ -61,12 +61,12 @@ class CellSpec:
     measurement: dict
     io_modes: list
     timeout_s: float
-    # "per_cell": a fresh process per cell; "per_gpu": the GPU's warm worker (inferbench.warm).
-    gpu_worker: str = "per_cell"
+    # "fresh": a fresh process per cell; "warm": the GPU's warm worker (inferbench.warm).
+    gpu_worker: str = "fresh"
 
     def to_json(self) -> str:
         d = asdict(self)
-        if d["gpu_worker"] == "per_cell":
+        if d["gpu_worker"] == "fresh":
             # the default leaves the job's parameters as they were: existing shards stay valid
             del d["gpu_worker"]
         return json.dumps(d, sort_keys=True)
@@ -105,4 +105,4 @@ def cell_spec_for(config: dict, cell: Cell) -> CellSpec:
                     measurement=measurement_for(config, cell.device), io_modes=io_modes_for(config, cell.device),
                     timeout_s=config["cell_timeout_s"],
                     # only GPU cells have a GPU worker: CPU cells always start a fresh process
-                    gpu_worker=config.get("gpu_worker", "per_cell") if cell.device == "cuda" else "per_cell")
+                    gpu_worker=config.get("gpu_worker", "fresh") if cell.device == "cuda" else "fresh")

@@ -1,9 +1,12 @@
-"""The warm GPU worker (`gpu_worker: per_gpu`): one long-lived process per GPU that runs the cells
-sent to it one after another, in one CUDA context.
+"""Warm GPU workers (`gpu_worker: warm`): long-lived processes, one per GPU, backend and
+precision, each running the cells sent to it one after another, in one CUDA context.
 
 Why: a fresh process per cell pays the CUDA context, cuDNN's and cuBLAS's set-up, and for
 torch.compile the compiler's imports and worker pool, every time: 3 to 5 s of a GPU cell whose
-measurement takes 1 to 2 s (the H200 sweep of 2026-11-29). A warm worker pays them once per GPU.
+measurement takes 1 to 2 s (the H200 sweep of 2026-11-29). A warm worker pays them once.
+One worker per backend and precision rather than one per GPU: what a worker keeps loaded (see
+below) then comes from cells of its own kind. On 2026-11-29 a single worker for every cell had
+grown by 200 to 900 MiB of GPU memory after ten cells of other backends and precisions.
 
 What it gives up, and how that is kept honest:
   * Between cells (`release`) it drops torch.compile's compiled code (`torch._dynamo.reset()`),
@@ -13,6 +16,8 @@ What it gives up, and how that is kept honest:
   * What stays: imported libraries, the CUDA context and the kernels loaded into it, and
     cuDNN's per-shape algorithm choices (benchmark mode): a later cell of the same shape skips
     that search, which shows in `first_run_ms`, never in the timed window (warm-up comes first).
+  * Every cell uses the process's one side stream (inferbench.cellrun.cell_stream): cuBLAS keeps
+    a workspace per stream, which `release` also frees.
   * Process-wide peaks are per cell: the PyTorch allocator's peak is reset, the host RSS peak is
     reset through /proc/self/clear_refs (null where that is refused), and the NVML GPU memory
     peak is read over the cell only. That peak includes the context and what earlier cells left
@@ -128,5 +133,8 @@ def release() -> None:
         gc.collect()
     if torch.cuda.is_initialized():
         torch.cuda.synchronize()
+        clear_cublas = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # private: may move
+        if clear_cublas is not None:
+            clear_cublas()  # cuBLAS's workspaces are live allocations: empty_cache keeps them
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

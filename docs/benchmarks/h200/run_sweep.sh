@@ -4,7 +4,7 @@
 #   GPUS=2   use two GPUs (one timed cell per GPU at a time)
 #   RESULTS  where results go (default /tmp/ib/h200: survives between calls on the lent machine)
 #   LIMIT_S  stop cleanly after this many seconds; rerunning resumes (Snakemake skips finished cells)
-#   CONFIG   more KEY=VALUE settings for --config, e.g. CONFIG="gpu_worker=per_gpu"
+#   CONFIG   more KEY=VALUE settings for --config, e.g. CONFIG="gpu_worker=warm"
 set -euo pipefail
 source docs/benchmarks/h200/gpu_env.sh
 R=${RESULTS:-/tmp/ib/h200}

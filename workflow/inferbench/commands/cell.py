@@ -114,8 +114,10 @@ def run_isolated(args, spec, base, job_started: float) -> int:
             env["CUDA_VISIBLE_DEVICES"] = claim.gpu
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's numbering = NVML's, for telemetry
             print(f"[inferbench cell] claimed GPU {claim.gpu}", file=sys.stderr, flush=True)
-            # gpu_worker per_gpu: the GPU's warm worker runs it (inferbench.warm)
-            warm_key = claim.gpu if spec.gpu_worker == "per_gpu" else None
+            # gpu_worker warm: a warm worker runs it (inferbench.warm), one per GPU, backend
+            # and precision, so that what a worker keeps loaded comes from cells of its own kind
+            c = spec.cell
+            warm_key = f"{claim.gpu}:{c.backend}:{c.precision}" if spec.gpu_worker == "warm" else None
             rc, how = run_inferbench(argv, spec.timeout_s, env, args.lock_dir, warm_key=warm_key)
     else:
         # CPU cells start a fresh process: forked from the server, ONNX Runtime on the CPU measured
