@@ -104,3 +104,24 @@ def test_report_renders_in_chromium_without_broken_images(run_dir, tmp_path):
         capture_output=True, text=True, timeout=120)
     assert 'data-images="9"' in out.stdout, out.stderr[-2000:]
     assert 'data-broken="0"' in out.stdout
+
+
+def test_cudnn_release_is_shown_as_a_version():
+    from inferbench.report import cudnn_text
+
+    assert cudnn_text("91900") == "9.19.0 (91900)"
+    assert cudnn_text("8907") == "8.9.7 (8907)"
+    assert cudnn_text("not recorded") == "not recorded"
+
+
+def test_method_says_how_gpu_cells_ran():
+    import pandas as pd
+
+    from inferbench.report import worker_lines
+
+    rows = pd.DataFrame({"device": ["cuda", "cuda", "cuda", "cpu"], "gpu_worker": ["warm", "warm", "fresh", "fresh"]})
+    (line,) = worker_lines(rows)
+    assert line.startswith("GPU cells: 2 rows ran in warm workers") and "1 in a fresh process" in line
+    assert "gpu_mem_start_mb" in line
+    assert worker_lines(rows.assign(gpu_worker="fresh")) == ["GPU cells: a fresh process each (3 rows)."]
+    assert worker_lines(rows.drop(columns="gpu_worker")) == []

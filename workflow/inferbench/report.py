@@ -94,12 +94,40 @@ def _plain(value) -> str:
     return str(value)
 
 
+def cudnn_text(value) -> str:
+    """torch reports cuDNN 9.19.0 as 91900 (and 8.9.7 as 8907): show the release."""
+    text = str(value)
+    if text.isdigit() and len(text) >= 4:
+        n = int(text)
+        major = n // 10000 if n >= 10000 else n // 1000
+        rest = n - major * (10000 if n >= 10000 else 1000)
+        return f"{major}.{rest // 100}.{rest % 100} ({text})"
+    return text
+
+
 def environment(df: pd.DataFrame) -> list[tuple[str, str]]:
+    df = df.copy()
+    if "cudnn_version" in df.columns:
+        df["cudnn_version"] = df["cudnn_version"].map(lambda v: cudnn_text(v) if pd.notna(v) else v)
     rows = [(label, distinct_values(df[col])) for label, col in ENVIRONMENT_FIELDS]
     times = df["timestamp_utc"].dropna().astype(str)
     if len(times):
         rows.append(("measured (UTC)", f"{times.min()} to {times.max()}"))
     return rows
+
+
+def worker_lines(ok: pd.DataFrame) -> list[str]:
+    """How the GPU cells' processes ran (gpu_worker): it decides what the memory peaks include."""
+    if "gpu_worker" not in ok.columns:
+        return []
+    gpu = ok[ok["device"] == "cuda"]
+    counts = gpu["gpu_worker"].dropna().value_counts()
+    if "warm" not in counts:
+        return [f"GPU cells: a fresh process each ({counts.get('fresh', 0)} rows)."] if len(counts) else []
+    return [f"GPU cells: {counts['warm']} rows ran in warm workers (`gpu_worker: warm`: one process per GPU, "
+            "backend and precision runs its cells one after another), "
+            f"{counts.get('fresh', 0)} in a fresh process each. A warm worker's GPU memory peak includes what "
+            "its earlier cells left loaded (`gpu_mem_start_mb`, `worker_cells_before` in the CSV)."]
 
 
 def method(df: pd.DataFrame) -> list[str]:
@@ -113,6 +141,7 @@ def method(df: pd.DataFrame) -> list[str]:
                  "separately (export_s, load_s, compile_s, first_run_ms in the CSV).")
     lines.append("Accuracy: max_abs_err and top-1 agreement against the fp32 pytorch output on the same input.")
     lines += IO_MEANING
+    lines += worker_lines(ok)
     settings = ok["measurement"].dropna().unique()
     for text in settings:
         lines.append(f"Measurement settings: `{_compact_json(text)}`")

@@ -14,6 +14,7 @@
 #   session.sh go SECONDS     the sweep for at most SECONDS (resumes where the last call stopped),
 #                             then, once it is done, the cross-checks and the results into $OUT
 #                             (SWEEP_CONFIG="KEY=VALUE ..." adds settings to the sweep's --config)
+#   session.sh crosscheck     the cross-checks alone (harness against bare loop), in order of need
 set -euo pipefail
 REPO=/tmp/repo
 R=${RESULTS:-/tmp/ib/one}
