@@ -24,8 +24,8 @@ from inferbench.isolation import LAUNCHED_AT_ENV
 from inferbench.reference import reference_logits
 from inferbench.spec import CellSpec
 from inferbench.telemetry.host import reset_rss_peak, rss_peak_mb
-from inferbench.warm import cells_before, in_warm_worker
 from inferbench.timing import CudaEventTimer, PerfCounterTimer, Settings, measure
+from inferbench.warm import cells_before, in_warm_worker
 
 
 _T0 = time.monotonic()

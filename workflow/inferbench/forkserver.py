@@ -21,10 +21,12 @@ Set INFERBENCH_FORKSERVER=0 to run every cell in a plain subprocess.
 
 Warm workers (`gpu_worker: warm` in the config): a request that names a `warm_key` (the GPU
 it claimed, the backend and the precision) is served by a long-lived child kept for that key,
-which runs its cells one after another in one process and one CUDA context. That saves each GPU cell the CUDA context, the
-compiler imports and the per-process library set-up (seconds per cell), at the price of
-isolation: see `inferbench.warm` for what is reset between cells and what is recorded. A crash
-or kill of that child is still only that cell's failure: the next request starts a new child.
+which runs its cells one after another in one process and one CUDA context. That saves each GPU
+cell the CUDA context, the compiler imports and the per-process library set-up (seconds per
+cell), at the price of isolation: see `inferbench.warm` for what is reset between cells and what
+is recorded. A crash or kill of that child is still only that cell's failure: the next request
+starts a new child. Protocol to the child: one SEQPACKET message per request (JSON, with the
+output pipe passed along) and one per reply ({"returncode": R}).
 """
 
 from __future__ import annotations
@@ -208,7 +210,7 @@ class Server:
         self.active = 0
         self.last_activity = time.monotonic()
         self.lock = threading.Lock()
-        self.warm: dict[str, WarmWorker] = {}  # warm key (a GPU) -> its worker
+        self.warm: dict[str, WarmWorker] = {}  # warm key (GPU:backend:precision) -> its worker
 
     def serve(self) -> None:
         for name in PRELOAD:

@@ -5,8 +5,11 @@ Why: a fresh process per cell pays the CUDA context, cuDNN's and cuBLAS's set-up
 torch.compile the compiler's imports and worker pool, every time: 3 to 5 s of a GPU cell whose
 measurement takes 1 to 2 s (the H200 sweep of 2026-11-29). A warm worker pays them once.
 One worker per backend and precision rather than one per GPU: what a worker keeps loaded (see
-below) then comes from cells of its own kind. On 2026-11-29 a single worker for every cell had
-grown by 200 to 900 MiB of GPU memory after ten cells of other backends and precisions.
+below) then comes from cells of its own kind. On the H200 (2026-11-29) a single worker for every
+cell, with a new stream per cell and cuBLAS's workspaces kept, had grown by 200 to 900 MiB of GPU
+memory after ten cells of other kinds; as built here, the whole reference sweep's GPU memory
+peaks came within 0 to 90 MiB of fresh processes', its fp32 throughputs within 3.3%, and the
+sweep took 1,387 s against ~1,700 s (docs/benchmarks/h200/README.md).
 
 What it gives up, and how that is kept honest:
   * Between cells (`release`) it drops torch.compile's compiled code (`torch._dynamo.reset()`),
