@@ -12,6 +12,7 @@ Order matters for honest numbers:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -89,17 +90,13 @@ def nvml_index_for_visible_gpu() -> int:
     return int(visible) if visible.isdigit() else 0
 
 
-_STREAM = []
-
-
+@functools.cache
 def cell_stream():
     """The process's side stream for cells. One per process, not per cell: in a warm worker,
     libraries keep per-stream state (cuBLAS a workspace per stream) that would pile up."""
     import torch
 
-    if not _STREAM:
-        _STREAM.append(torch.cuda.Stream())
-    return _STREAM[0]
+    return torch.cuda.Stream()
 
 
 def make_inputs(spec: CellSpec, dtype, device: str, count: int):

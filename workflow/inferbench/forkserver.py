@@ -173,6 +173,23 @@ def run(argv: list[str], env: dict, lock_dir: str | Path, timeout_s: float, on_o
 # ---------------------------------------------------------------- server
 
 
+def call_cli(argv: list[str]) -> int:
+    """`inferbench ARGV` in this process, its exit code as a new interpreter would give it."""
+    try:
+        from inferbench.cli import main
+
+        sys.argv = ["inferbench", *argv]
+        code = main(argv)
+        return code if isinstance(code, int) else 0
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        return 1
+
+
 def _child(request: dict, out_fd: int) -> None:
     """In the forked child: become the requested `inferbench` invocation."""
     os.dup2(out_fd, 1)
@@ -186,20 +203,11 @@ def _child(request: dict, out_fd: int) -> None:
     sys.stderr = os.fdopen(2, "w", buffering=1)
     code = 1
     try:
-        from inferbench.cli import main
-
-        sys.argv = ["inferbench", *request["argv"]]
-        code = main(request["argv"])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
+        code = call_cli(request["argv"])
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code or 0)
+        os._exit(code)
 
 
 class Server:
@@ -371,30 +379,27 @@ class WarmWorker:
             return int(json.loads(msg.decode())["returncode"])
         return self.exit_code()
 
-    def exit_code(self) -> int:
-        if self._code is None:
-            try:
-                _, status = os.waitpid(self.pid, 0)
-                self._code = os.waitstatus_to_exitcode(status)
-            except ChildProcessError:  # reaped by another thread meanwhile
-                self._code = -9
-        self.dead = True
-        self.ctrl.close()
-        return self._code
-
-    def alive(self) -> bool:
+    def _reap(self, block: bool) -> bool:
+        """Collect the worker's exit status if it has ended (waiting for it if block); True if so."""
         if self.dead:
-            return False
+            return True
         try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
+            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # reaped by another thread meanwhile
             pid, status = self.pid, 9
         if pid == 0:
-            return True
+            return False
         self._code = os.waitstatus_to_exitcode(status)
         self.dead = True
         self.ctrl.close()
-        return False
+        return True
+
+    def exit_code(self) -> int:
+        self._reap(block=True)
+        return self._code
+
+    def alive(self) -> bool:
+        return not self._reap(block=False)
 
     def stop(self) -> None:
         """End an idle worker (its shards are written; nothing is lost)."""

@@ -70,6 +70,8 @@ def serve_cells(ctrl: socket.socket, idle_s: float = IDLE_S) -> None:
     """The worker's life, in the child the fork server made: receive a request (JSON with argv,
     env, cwd, and the output pipe as a passed descriptor), run `inferbench ARGV` in this process,
     reply {"returncode": N}, clean up, repeat. Exits on end of file or after idle_s."""
+    from inferbench.forkserver import call_cli
+
     os.setsid()  # own process group: the server's signals are not ours
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
@@ -93,7 +95,7 @@ def serve_cells(ctrl: socket.socket, idle_s: float = IDLE_S) -> None:
         os.environ.clear()
         os.environ.update(request["env"])
         os.environ.update({WARM_ENV: "1", CELLS_BEFORE_ENV: str(served)})
-        code = _run(request["argv"])
+        code = call_cli(request["argv"])
         healthy = True
         try:
             release()
@@ -108,20 +110,6 @@ def serve_cells(ctrl: socket.socket, idle_s: float = IDLE_S) -> None:
         ctrl.sendall(json.dumps({"returncode": code}).encode())
         if not healthy:
             os._exit(0)
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        from inferbench.cli import main
-
-        sys.argv = ["inferbench", *argv]
-        code = main(argv)
-        return code if isinstance(code, int) else 0
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        traceback.print_exc()
-        return 1
 
 
 def release() -> None:
