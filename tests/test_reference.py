@@ -38,3 +38,13 @@ def test_without_a_cache_folder_nothing_is_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _, cached = reference_logits(spec_for("pytorch"), batch(0), None)
     assert not cached and not list(tmp_path.iterdir())
+
+
+def test_computing_a_reference_leaves_the_cells_cudnn_setting_as_it_was():
+    """A warm worker's next cell must keep cuDNN's search on, though the reference turns it off."""
+    torch.backends.cudnn.benchmark = True
+    try:
+        compute(spec_for("pytorch"), batch(0))
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = False

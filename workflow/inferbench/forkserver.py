@@ -32,6 +32,7 @@ output pipe passed along) and one per reply ({"returncode": R}).
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -190,6 +191,17 @@ def call_cli(argv: list[str]) -> int:
         return 1
 
 
+def freeze_before_fork() -> None:
+    """Python's documented pattern for a forking server (gc.freeze): what the server holds (the
+    imported libraries) moves to the permanent generation, which the child's garbage collector
+    never scans. A full collection in a warm worker then took 0.3 ms instead of 0.28 s (torch,
+    torchvision and onnxruntime imported, 2-core VM), and it runs after every cell. The collect
+    first, so that the server's own garbage is not frozen with it; after the first freeze it
+    only scans what came since."""
+    gc.collect()
+    gc.freeze()
+
+
 def _child(request: dict, out_fd: int) -> None:
     """In the forked child: become the requested `inferbench` invocation."""
     os.dup2(out_fd, 1)
@@ -261,6 +273,7 @@ class Server:
         if request.get("warm_key"):
             self._handle_warm(conn, listener, request, fds[0])
             return
+        freeze_before_fork()
         pid = os.fork()
         if pid == 0:
             listener.close()
@@ -350,6 +363,7 @@ class WarmWorker:
     def start(cls, key: str, signature: str, close_in_child: list) -> "WarmWorker":
         # SEQPACKET: each request and each reply is one message, whatever its size.
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        freeze_before_fork()
         pid = os.fork()
         if pid == 0:
             # what belongs to the server, not the worker: the listener, other connections, and

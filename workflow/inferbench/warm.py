@@ -114,14 +114,13 @@ def serve_cells(ctrl: socket.socket, idle_s: float = IDLE_S) -> None:
 
 def release() -> None:
     """What one cell leaves behind that the next must not see (see the module's docstring)."""
-    gc.collect()
     torch = sys.modules.get("torch")
-    if torch is None:
-        return
     dynamo = sys.modules.get("torch._dynamo")
     if dynamo is not None:
-        dynamo.reset()
-        gc.collect()
+        dynamo.reset()  # first: the collection below then frees what its caches held
+    gc.collect()  # cheap: the server froze what it had imported (forkserver.freeze_before_fork)
+    if torch is None:
+        return
     if torch.cuda.is_initialized():
         torch.cuda.synchronize()
         clear_cublas = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # private: may move

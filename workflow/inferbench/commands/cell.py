@@ -20,6 +20,9 @@ def add_arguments(p):
     p.add_argument("--reference-cache", default="",
                    help="folder where cells share the fp32 reference logits of their inputs (default: none)")
     p.add_argument("--worker", action="store_true", help=argparse_hidden())
+    # set by the job for its worker: when the job's process started (Unix time), its GPU wait
+    p.add_argument("--job-started-at", type=float, default=None, help=argparse_hidden())
+    p.add_argument("--gpu-wait-s", type=float, default=None, help=argparse_hidden())
 
 
 def argparse_hidden():
@@ -70,47 +73,59 @@ def rows_with(spec, base: dict, status: str, reason: str) -> list[dict]:
     return [dict(base, io=io, status=status, reason=reason) for io in spec.io_modes]
 
 
+def job_times(started_at: float, gpu_wait_s: float | None) -> dict:
+    """The job's own times, for its shard. Wall-clock time, because the process that writes the
+    shard (the worker) is not the one whose start began the job (the job's own process)."""
+    return {"job_wall_s": max(0.0, time.time() - started_at), "gpu_wait_s": gpu_wait_s}
+
+
 def run(args) -> int:
-    from inferbench.shard import write_shard
     from inferbench.spec import CellSpec
     from inferbench.timing import process_age_s
 
     # The job's clock starts with its process: interpreter start and imports are the job's too.
-    job_started = time.perf_counter() - process_age_s()
+    started_at = args.job_started_at or time.time() - process_age_s()
     spec = CellSpec.from_json(args.spec)
     artifact = read_artifact(args.artifact)
-    base = base_row(spec)
     if args.worker:
         from inferbench.cellrun import run_cell
         from inferbench.isolation import exit_worker
+        from inferbench.shard import write_shard
 
-        write_shard(run_cell(spec, artifact, base, args.reference_cache or None), args.out)
+        rows = run_cell(spec, artifact, base_row(spec), args.reference_cache or None)
+        times = job_times(started_at, args.gpu_wait_s)
+        write_shard([dict(r, **times) for r in rows], args.out)
         exit_worker(0)
         return 0  # in a warm worker (inferbench.warm), exit_worker returns
 
     verdict = quick_verdict(spec, artifact)
     if verdict:
+        from inferbench.shard import write_shard
+
         print(f"[inferbench cell] {verdict[0]}: {verdict[1]}", file=sys.stderr)
-        base["job_wall_s"] = time.perf_counter() - job_started
-        write_shard(rows_with(spec, base, *verdict), args.out)
+        write_shard(rows_with(spec, dict(base_row(spec), **job_times(started_at, None)), *verdict), args.out)
         return 0
-    return run_isolated(args, spec, base, job_started)
+    return run_isolated(args, spec, started_at)
 
 
-def run_isolated(args, spec, base, job_started: float) -> int:
+def run_isolated(args, spec, started_at: float) -> int:
+    """Run the cell in a worker process, which writes the whole shard (this job's times
+    included, see job_times); this process only writes one when the worker could not.
+    It imports no Parquet library on that path: ~0.5 s of every job on a 2-core VM."""
     from inferbench.devices import GpuClaim
     from inferbench.isolation import run_inferbench
 
     tmp = f"{args.out}.worker"
     argv = ["cell", "--worker", "--spec", args.spec, "--artifact", args.artifact, "--out", tmp,
-            "--reference-cache", args.reference_cache]
+            "--reference-cache", args.reference_cache, "--job-started-at", repr(started_at)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    job_times = {}
+    gpu_wait_s = None
     if spec.cell.device == "cuda":
         # Own one GPU for the whole cell: never two timed cells on one device.
         waiting = time.perf_counter()
         with GpuClaim(args.lock_dir) as claim:
-            job_times["gpu_wait_s"] = time.perf_counter() - waiting
+            gpu_wait_s = time.perf_counter() - waiting
+            argv += ["--gpu-wait-s", repr(gpu_wait_s)]
             env["CUDA_VISIBLE_DEVICES"] = claim.gpu
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's numbering = NVML's, for telemetry
             print(f"[inferbench cell] claimed GPU {claim.gpu}", file=sys.stderr, flush=True)
@@ -124,22 +139,13 @@ def run_isolated(args, spec, base, job_started: float) -> int:
         # ~18% slower (2.26 ms against 1.90 ms per batch, ResNet-18 32 px, 1 thread, 2026-11-28),
         # an artifact of the fork that a CPU figure must not carry.
         rc, how = run_inferbench(argv, spec.timeout_s, env, args.lock_dir, use_forkserver=False)
-    job_times["job_wall_s"] = time.perf_counter() - job_started
     if rc == 0 and Path(tmp).exists():
-        finish_worker_shard(tmp, args.out, job_times)
+        os.replace(tmp, args.out)
         return 0
     Path(tmp).unlink(missing_ok=True)
-    status = "oom" if "OOM killer" in how or "out of memory" in how.lower() else "error"
-    write_shard(rows_with(spec, dict(base, **job_times), status, how or "the worker wrote no shard"), args.out)
-    return 0
-
-
-def finish_worker_shard(worker_shard: str, out: str, job_times: dict) -> None:
-    """The worker's rows plus what only this (parent) process knows: the job's own times."""
-    import pyarrow.parquet as pq
-
     from inferbench.shard import write_shard
 
-    rows = [dict(r, **job_times) for r in pq.read_table(worker_shard).to_pylist()]
-    write_shard(rows, out)
-    Path(worker_shard).unlink()
+    status = "oom" if "OOM killer" in how or "out of memory" in how.lower() else "error"
+    base = dict(base_row(spec), **job_times(started_at, gpu_wait_s))
+    write_shard(rows_with(spec, base, status, how or "the worker wrote no shard"), args.out)
+    return 0
