@@ -9,7 +9,8 @@ below) then comes from cells of its own kind. On the H200 (2026-11-29) a single 
 cell, with a new stream per cell and cuBLAS's workspaces kept, had grown by 200 to 900 MiB of GPU
 memory after ten cells of other kinds; as built here, the whole reference sweep's GPU memory
 peaks came within 0 to 90 MiB of fresh processes', its fp32 throughputs within 3.3%, and the
-sweep took 1,387 s against ~1,700 s (docs/benchmarks/h200/README.md).
+sweep took 1,387 s against ~1,700 s, and 1,201 s once the job around each cell was made lighter
+(docs/benchmarks/h200/README.md).
 
 What it gives up, and how that is kept honest:
   * Between cells (`release`) it drops torch.compile's compiled code (`torch._dynamo.reset()`),
