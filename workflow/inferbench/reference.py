@@ -38,7 +38,7 @@ def compute(spec, x_host):
     from inferbench.models import build_model
 
     device = spec.cell.device
-    searching = torch.backends.cudnn.benchmark
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
     if device == "cuda":
         set_tf32(False)
         # cuDNN's heuristics, not its per-shape search: the yardstick needs fp32 to rounding, not
@@ -50,7 +50,8 @@ def compute(spec, x_host):
         with torch.inference_mode():
             return model(x_host.to(device=device, dtype=torch.float32)).float().cpu()
     finally:
-        torch.backends.cudnn.benchmark = searching  # a warm worker's next cell keeps its setting
+        # a warm worker's next cell finds the process as this cell left it
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark) = flags
 
 
 def cache_key(spec, x_host) -> str:
