@@ -19,6 +19,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/harness_check.smk"
 include: "workflow/rules/report.smk"
 
 

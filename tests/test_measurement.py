@@ -272,6 +272,9 @@ class FakeReader:
         with self.lock:
             return self._next(self.busy)
 
+    def sm_clock_mhz(self):
+        return 1980.0
+
 
 def test_gpu_sampler_reads_baseline_then_samples_until_stopped():
     reader = FakeReader(device_mb=[1000.0, 1200.0, 1700.0, 1500.0], process_mb=[None], power_w=[250.0, None, 300.0])

@@ -31,7 +31,7 @@ TINY = REPO / "tests" / "configs" / "tiny.yaml"
 BIN = Path(sys.executable).parent
 BACKENDS = ("pytorch", "torchscript", "onnxruntime", "torch_tensorrt", "torch_compile")
 AGGREGATION_RULES = {"aggregate", "tables", "figures_per_resolution", "figures_overall", "report", "archive",
-                     "resolved_config", "all"}
+                     "resolved_config", "harness_check", "all"}
 
 pytestmark = pytest.mark.slow
 
@@ -156,7 +156,12 @@ def test_cpu_cells_are_ok_with_sane_numbers(run, summary):
         assert r["n_warmup"] >= run["config"]["measurement"]["warmup_iters"]
         assert 0 < r["latency_ms_min"] <= r["latency_ms_median"] <= r["latency_ms_p99"] <= r["latency_ms_max"]
         assert r["latency_ms_median_ci95_low"] <= r["latency_ms_median"] <= r["latency_ms_median_ci95_high"]
-        assert r["throughput_ips"] == pytest.approx(r["batch_size"] / r["latency_ms_median"] * 1000, rel=1e-9)
+        # throughput: the median of the rounds' throughputs, their spread recorded
+        rounds = list(r["round_ips"])
+        assert len(rounds) == 3 and r["throughput_ips"] == pytest.approx(sorted(rounds)[1], rel=1e-12)
+        assert r["ips_spread_pct"] == pytest.approx((max(rounds) / min(rounds) - 1) * 100, rel=1e-9)
+        pooled = r["batch_size"] / r["latency_ms_median"] * 1000  # the pooled median lies between the rounds' medians
+        assert min(rounds) * (1 - 1e-9) <= pooled <= max(rounds) * (1 + 1e-9)
         assert len(r["latencies_ms"]) == r["n_iters"]
         assert r["timed_s"] > 0 and r["load_s"] > 0 and r["first_run_ms"] > 0
         assert r["max_abs_err"] < 1e-3 and r["mean_abs_err"] <= r["max_abs_err"]
@@ -237,6 +242,27 @@ def test_tables_figures_report_archive(run):
                           timeout=120, env=_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert ": ok," in proc.stdout
+
+
+def test_harness_check_measures_each_cpu_backend_again_in_a_fresh_process(run, summary):
+    import pandas as pd
+
+    check = pd.read_csv(run["results"] / "harness_check.csv")
+    assert list(check.columns[:8]) == ["backend", "precision", "resolution", "batch_size", "io", "harness_ips",
+                                       "bare_ips", "ratio"]
+    # one per backend x precision that ran ok (the CPU's three; every CUDA cell is skipped here)
+    ok = summary[(summary["status"] == "ok") & (summary["io"] == "device")]
+    assert set(zip(check["backend"], check["precision"])) == set(zip(ok["backend"], ok["precision"]))
+    assert (check["device"] == "cpu").all() and check["note"].fillna("").eq("").all(), check.to_string()
+    for r in check.itertuples():
+        row = ok[(ok["backend"] == r.backend) & (ok["resolution"] == r.resolution) & (ok["batch_size"] == r.batch_size)]
+        assert r.harness_ips == pytest.approx(float(row["throughput_ips"].iloc[0]))
+        assert r.bare_ips > 0 and r.ratio == pytest.approx(r.harness_ips / r.bare_ips)
+        # the least work per call of its kind: the smallest batch at the smallest resolution
+        assert (r.resolution, r.batch_size) == (32, 2)
+    log = (run["results"] / "logs" / "harness_check.log").read_text()
+    assert "[3/3]" in log
+    assert "Harness check" in (run["results"] / "report.md").read_text()
 
 
 # ------------------------------------------------------------------ incremental builds

@@ -34,7 +34,7 @@ SUMMARY = "summary.parquet"
 # (exports, engines) are left out on purpose: large, and rebuilt from the config.
 INCLUDED_PATTERNS = [
     SUMMARY, "**/*.parquet", "shards/**/*", "tables/**/*", "figures/**/*",
-    "logs/**/*", "report.html", "report.md", "config.resolved.yaml",
+    "logs/**/*", "report.html", "report.md", "config.resolved.yaml", "harness_check.csv",
 ]
 EXCLUDED_DIRS = {"archive"}
 

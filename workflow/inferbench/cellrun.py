@@ -79,6 +79,14 @@ class GpuTelemetry:
     def energy_mj(self):
         return self.reader.energy_mj() if self.reader else None
 
+    def spin_up(self) -> float:
+        """Bring the SM clock up (see inferbench.gpu_clock); seconds spent."""
+        from inferbench.gpu_clock import spin_up
+
+        if not self.reader:
+            return spin_up(lambda: None, None)
+        return spin_up(self.reader.sm_clock_mhz, self.reader.max_sm_clock_mhz())
+
     def stop(self):
         if self.sampler:
             self.sampler.stop()
@@ -187,10 +195,11 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
         if telemetry:
             telemetry.start()
         start_state = telemetry.state() if telemetry else {}
+        spinup_s = telemetry.spin_up() if telemetry else 0.0  # compilers autotune during load too
         log(f"loading {c.backend} ({options_json(options)})")
         t0 = time.perf_counter()
         for r in rows.values():
-            r["setup_s"] = t0 - entered
+            r["setup_s"] = t0 - entered - spinup_s
         runner = backend.load(LoadContext(cell=c, options=options, artifact_path=(artifact or {}).get("artifact_path"),
                                           threads=threads, build_model=lambda: _build(spec)))
         load_s = time.perf_counter() - t0
@@ -201,10 +210,14 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
 
         timer = CudaEventTimer() if c.device == "cuda" else PerfCounterTimer()
         prepared = [runner.prepare(x) for x in device_inputs]
+        if telemetry:  # loading may have left the GPU idle long enough to clock down
+            spinup_s += telemetry.spin_up()
         first_run_ms = timer.time_ms(lambda: runner.run(prepared[0]))
         settings = Settings.from_config(spec.measurement)
         for io in spec.io_modes:
             try:
+                if telemetry:
+                    spinup_s += telemetry.spin_up()
                 _measure_io(io, rows[io], runner, prepared, host_inputs, device_inputs, timer, settings, telemetry, spec)
                 rows[io]["first_run_ms"] = first_run_ms
             except Exception as exc:  # one io mode failing keeps the other's figures
@@ -225,7 +238,7 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
         if c.device == "cuda":
             memory["torch_alloc_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         for r in rows.values():
-            r.update(memory)
+            r.update(memory, clock_spinup_s=spinup_s if telemetry else None)
             r.update(sm_clock_mhz_start=start_state.get("sm_clock_mhz"), sm_clock_mhz_end=end_state.get("sm_clock_mhz"),
                      gpu_temp_c_start=start_state.get("temp_c"), gpu_temp_c_end=end_state.get("temp_c"),
                      throttle_reasons_start=start_state.get("throttle_reasons"),
@@ -266,7 +279,7 @@ def _build(spec: CellSpec):
 def _measure_io(io, row, runner, prepared, host_inputs, device_inputs, timer, settings, telemetry, spec):
     """Time one io mode and fill its row."""
     from inferbench.stats import summarize
-    from inferbench.telemetry.gpu import busy_in_window, energy_window
+    from inferbench.telemetry.gpu import busy_in_window, energy_window, mean_in_window
 
     c = spec.cell
     if io == "device" or c.device == "cpu":
@@ -295,17 +308,30 @@ def _measure_io(io, row, runner, prepared, host_inputs, device_inputs, timer, se
     energy_start = telemetry.energy_mj() if telemetry else None
     sampler = telemetry.sampler if telemetry else None
     power_before = len(sampler.power_w) if sampler else 0
-    m = measure(step, timer, settings, progress=log)
+    host = {}
+
+    def read_host_speed():
+        if c.device == "cuda":
+            from inferbench.gpu_clock import launch_us
+
+            host["host_launch_us"] = launch_us()
+
+    m = measure(step, timer, settings, progress=log, before_window=read_host_speed)
     window_end = time.monotonic()
     energy_end = telemetry.energy_mj() if telemetry else None
-    stats = summarize(m.latencies_ms, c.batch_size)
+    stats = summarize(m.latencies_ms, c.batch_size, m.round_latencies())
     power = sampler.power_w[power_before:] if sampler else None
     busy = busy_in_window(sampler.busy_pct, window_end - m.timed_s, window_end) if sampler else None
+    clock = mean_in_window(sampler.sm_clock_mhz, window_end - m.timed_s, window_end) if sampler else None
     images = len(m.latencies_ms) * c.batch_size
     j_per_image, watts = energy_window(energy_start, energy_end, m.timed_s, images, power) if telemetry else (None, None)
     row.update(stats, timer=timer.name, n_warmup=m.n_warmup, warmup_s=m.warmup_s, timed_s=m.timed_s, latencies_ms=m.latencies_ms,
-               energy_j_per_image=j_per_image, power_w_mean=watts, gpu_busy_pct=busy,
+               energy_j_per_image=j_per_image, power_w_mean=watts, gpu_busy_pct=busy, sm_clock_mhz_mean=clock,
+               host_launch_us=host.get("host_launch_us"),
                measurement=json.dumps(dict(spec.measurement, stopped_by=m.stopped_by), sort_keys=True))
     log(f"io={io}: {stats['n_iters']} iterations in {m.timed_s:.2f} s, median {stats['latency_ms_median']:.3f} ms, "
-        f"p99 {stats['latency_ms_p99']:.3f} ms, cv {stats['latency_cv']:.3f}, {stats['throughput_ips']:.1f} images/s"
-        + (f", GPU busy {busy:.0f}%" if busy is not None else ""))
+        f"p99 {stats['latency_ms_p99']:.3f} ms, cv {stats['latency_cv']:.3f}, {stats['throughput_ips']:.1f} images/s "
+        f"(median of {len(stats['round_ips'])} rounds, spread {stats['ips_spread_pct']:.1f}%)"
+        + (f", GPU busy {busy:.0f}%" if busy is not None else "")
+        + (f", SM clock {clock:.0f} MHz" if clock is not None else "")
+        + (f", host launch {host['host_launch_us']:.1f} us" if "host_launch_us" in host else ""))

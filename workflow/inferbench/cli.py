@@ -23,6 +23,7 @@ COMMANDS = {
     "verify": "verify",
     "compare": "compare",
     "crosscheck": "crosscheck",
+    "harness-check": "harness_check",
 }
 
 

@@ -2,21 +2,24 @@
 
 The rule (one cell, present and ok in both runs):
 
-    change  = new median latency / old median latency - 1        (> 0: slower)
+    change  = old throughput / new throughput - 1   (> 0: slower; throughput is the median of
+              the cell's rounds, each batch / the round's median latency)
     noise_i = relative half-width of the 95% CI of run i's median latency, taken from
               - the per-iteration latencies (`latencies_ms`), by order statistics, when
                 the cell kept them; else
               - the stored CI columns (`latency_ms_median_ci95_low/high`); else
               - 1.96 * 1.2533 * cv / sqrt(n_iters), the normal-theory CI of a median; else 0
-    limit   = max(k * sqrt(noise_old**2 + noise_new**2), floor)
+    spread_i = run i's spread between its rounds (`ips_spread_pct`): how far the cell's own
+              rounds, measured seconds apart, already disagreed
+    limit   = max(k * sqrt(noise_old**2 + noise_new**2), spread_old, spread_new, floor)
     verdict = "slower" if ln(new/old) > ln(1 + limit), "faster" if ln(old/new) > ln(1 + limit),
               else "within noise"
 
 k (default 2) widens the within-run CI because runs also differ by things a single run
 cannot see (clocks, temperature, other tenants); the floor (default 5%, --threshold-pct)
 keeps a very steady cell from calling a 1% drift a regression. The log ratio makes
-"20% slower" and "20% faster" symmetric. Throughput is batch / median latency, so its
-change is the same signal and is shown, not tested separately.
+"20% slower" and "20% faster" symmetric. With one round, throughput is batch / median
+latency, so the change is the latency's; the latency change is shown beside it.
 
 A cell ok in OLD and oom/error in NEW is "broke" and counts as a regression; the other
 way round is "fixed". Cells in only one run are counted, not compared.
@@ -130,11 +133,19 @@ def _side(row, suffix: str) -> dict:
              "latency_cv", "n_iters")}
 
 
+def round_spread(row, suffix: str) -> float:
+    """The run's spread between the cell's rounds, as a fraction (0 when not recorded)."""
+    value = row.get(f"ips_spread_pct{suffix}")
+    return float(value) / 100.0 if value is not None and pd.notna(value) else 0.0
+
+
 def _compare_cell(row, k: float, floor: float) -> dict:
     old_ms, new_ms = float(row["latency_ms_median_old"]), float(row["latency_ms_median_new"])
     noise = math.hypot(relative_noise(_side(row, "_old")), relative_noise(_side(row, "_new")))
-    limit = max(k * noise, floor)
-    ratio = new_ms / old_ms
+    # A change no larger than what the cell's own rounds already disagreed by is noise too.
+    limit = max(k * noise, round_spread(row, "_old"), round_spread(row, "_new"), floor)
+    # Throughput is the median of the rounds: a change is judged on it, the figure users read.
+    ratio = float(row["throughput_ips_old"]) / float(row["throughput_ips_new"])
     return {
         "cell": _cell_name(row),
         "old_ips": row["throughput_ips_old"], "new_ips": row["throughput_ips_new"],

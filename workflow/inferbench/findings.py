@@ -217,6 +217,56 @@ def host_bound_cells(df: pd.DataFrame) -> Finding | None:
     return Finding(title, sentences, table)
 
 
+def round_spread(df: pd.DataFrame, limit_pct: float = 5.0) -> Finding | None:
+    """How far apart each cell's rounds were: the part of a figure a rerun may move."""
+    ok = ok_cells(df)
+    if "ips_spread_pct" not in ok.columns or ok["ips_spread_pct"].notna().sum() == 0:
+        return None
+    measured = ok[ok["ips_spread_pct"].notna()]
+    title = f"Spread between rounds (cells whose rounds differed by more than {limit_pct:g}%)"
+    wide = measured[measured["ips_spread_pct"] > limit_pct]
+    median = measured["ips_spread_pct"].median()
+    if wide.empty:
+        return Finding(title, [f"All {len(measured)} cells' rounds agreed within {limit_pct:g}% "
+                               f"(median spread {median:.1f}%)."])
+    cols = [c for c in ("series", "resolution", "batch_size", "throughput_ips", "ips_spread_pct", "gpu_busy_pct",
+                        "sm_clock_mhz_mean", "host_launch_us") if c in wide.columns]
+    table = wide[cols].sort_values("ips_spread_pct", ascending=False).round(1).reset_index(drop=True)
+    return Finding(title, [f"{len(wide)} of {len(measured)} cells had rounds more than {limit_pct:g}% apart "
+                           f"(median spread over all cells {median:.1f}%). Their throughput is the median round; "
+                           "treat differences within their spread as noise."], table)
+
+
+def harness_check(check: pd.DataFrame | None) -> tuple[Finding | None, Finding | None]:
+    """(a warning for the top of the report or None, the section "Harness check" or None)."""
+    from inferbench.harnesscheck import RATIO_BAND, outside_band
+
+    if check is None:
+        return None, None
+    lo, hi = RATIO_BAND
+    title = "Harness check"
+    if check.empty:
+        return None, Finding(title, ["No cell ran ok, so none was checked."])
+    off = outside_band(check)
+    ratios = pd.to_numeric(check["ratio"], errors="coerce").dropna()
+    sentences = [f"{len(check)} of the sweep's cells were measured again, each by an independent bare loop in a "
+                 "fresh process (inferbench.bareloop: its own model or session, CUDA events around each call, "
+                 f"median). Ratio = harness over bare throughput; within [{lo}, {hi}] the harness measured what "
+                 "a plain loop measures."]
+    if len(ratios):
+        sentences.append(f"Ratios from {ratios.min():.3f} to {ratios.max():.3f}; {len(off)} outside the band.")
+    section = Finding(title, sentences, check.round(3))
+    if off.empty:
+        return None, section
+    names = "; ".join(f"{r.backend} {r.precision} {r.device} {r.resolution} px b{r.batch_size}: "
+                      + (f"{r.ratio:.3f}" if pd.notna(r.ratio) else str(r.note)) for r in off.itertuples())
+    warning = Finding(f"Harness check failed for {len(off)} of {len(check)} cells",
+                      [f"An independent bare loop in a fresh process measured these cells outside "
+                       f"[{lo}, {hi}] of the sweep's figure: {names}. Do not rank backends on these cells "
+                       "until a rerun agrees; see \"Harness check\" below."], off.round(3))
+    return warning, section
+
+
 # ---------------------------------------------------------------- what did not run
 
 
@@ -237,15 +287,20 @@ def failures_by_reason(df: pd.DataFrame) -> Finding:
 
 
 def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRESHOLD,
-                    top1_threshold: float = DEFAULT_TOP1_THRESHOLD) -> list[Finding]:
+                    top1_threshold: float = DEFAULT_TOP1_THRESHOLD, check: pd.DataFrame | None = None) -> list[Finding]:
+    """check: the harness check's table (inferbench.harnesscheck), when the run made one."""
     df = prepared(summary)
+    warning, check_section = harness_check(check)
     items = [
+        warning,
         best_per_batch(df),
         half_precision_speedup(df),
         memory_ranking(df),
         accuracy_losses(df, top1_threshold),
         noisy_cells(df, cv_threshold),
         host_bound_cells(df),
+        round_spread(df),
+        check_section,
         failures_by_reason(df),
         time_budget(summary),
     ]

@@ -136,7 +136,13 @@ def method(df: pd.DataFrame) -> list[str]:
         lines.append(f"Timer `{timer}` ({n} cells): {TIMERS.get(timer, 'see the timer column')}.")
     ok = df[df["status"] == "ok"]
     lines.append(f"Warm-up iterations: {value_range(ok['n_warmup'])}; timed iterations: "
-                 f"{value_range(ok['n_iters'])}. Throughput is batch size / median latency.")
+                 f"{value_range(ok['n_iters'])}, in consecutive rounds. Throughput is the median of the rounds' "
+                 "throughputs (batch size / the round's median latency); `ips_spread_pct` is how far apart "
+                 "the rounds were (max over min, minus 1).")
+    lines.append("Before loading, before the first call and before each io mode, a GPU is kept busy until its "
+                 "SM clock is up (`clock_spinup_s`): cuDNN's autotuner and short timed windows otherwise run at "
+                 "an idling clock. Each GPU row records the mean SM clock over its timed window "
+                 "(`sm_clock_mhz_mean`) and the host's cost of one kernel launch just before it (`host_launch_us`).")
     lines.append("Compilation, export and loading are never inside the timed window; they are reported "
                  "separately (export_s, load_s, compile_s, first_run_ms in the CSV).")
     lines.append("Accuracy: max_abs_err and top-1 agreement against the fp32 pytorch output on the same input.")
@@ -286,12 +292,15 @@ def read_config(path) -> str | None:
 
 
 def write_report(summary: pd.DataFrame, figures_dir, tables_dir=None, html_path=None, md_path=None,
-                 config_path=None, cv_threshold: float = findings.DEFAULT_CV_THRESHOLD) -> None:
+                 config_path=None, cv_threshold: float = findings.DEFAULT_CV_THRESHOLD, harness_check_path=None) -> None:
+    from inferbench.harnesscheck import read_table
+
     figures_dir = Path(figures_dir)
     config_text = read_config(config_path)
     resolutions = sorted(int(r) for r in summary["resolution"].dropna().unique())
     figure_paths = figure_list(figures_dir, resolutions)
-    items = findings.derive_findings(summary, cv_threshold=cv_threshold)
+    check = read_table(harness_check_path) if harness_check_path else None
+    items = findings.derive_findings(summary, cv_threshold=cv_threshold, check=check)
     if html_path:
         Path(html_path).parent.mkdir(parents=True, exist_ok=True)
         Path(html_path).write_text(html_report(summary, items, figure_paths, config_text), encoding="utf-8")

@@ -41,7 +41,9 @@ TIMING = [
     ("latency_cv", pa.float64()),  # std / mean: the cell's own noise
     ("latency_ms_median_ci95_low", pa.float64()),  # bootstrap-free order-statistic CI of the median
     ("latency_ms_median_ci95_high", pa.float64()),
-    ("throughput_ips", pa.float64()),  # images per second from the median latency
+    ("throughput_ips", pa.float64()),  # images per second: the median of the rounds' throughputs
+    ("round_ips", pa.list_(pa.float64())),  # each round's throughput, from its own median latency
+    ("ips_spread_pct", pa.float64()),  # max over min of round_ips, minus 1, in percent
     ("timed_s", pa.float64()),  # wall time of the timed window
     ("latencies_ms", pa.list_(pa.float64())),  # every timed iteration
 ]
@@ -51,6 +53,9 @@ COSTS = [
     ("load_s", pa.float64()),  # load/prepare the artifact or model in the cell
     ("compile_s", pa.float64()),  # ahead-of-time or JIT compilation, never timed
     ("first_run_ms", pa.float64()),  # the first call, cold
+    # running the GPU flat out until its SM clock was up, before loading and before the first call
+    # (cuDNN's autotuner times its candidates there: at an idling clock it picks wrong)
+    ("clock_spinup_s", pa.float64()),
     # Where a cell's wall time goes (see inferbench.timebudget). Per cell, equal on its io rows,
     # except warmup_s, which is per io mode like timed_s.
     ("job_wall_s", pa.float64()),  # the cell's job, from its process start to its shard
@@ -78,6 +83,9 @@ ENERGY = [
     ("energy_j_per_image", pa.float64()),
     ("power_w_mean", pa.float64()),
     ("gpu_busy_pct", pa.float64()),  # NVML utilisation over the io mode: below ~90, the host sets the pace
+    ("sm_clock_mhz_mean", pa.float64()),  # NVML SM clock, mean over the io mode's timed window
+    # the host's speed just before the timed window: its cost of launching one small kernel
+    ("host_launch_us", pa.float64()),
     ("sm_clock_mhz_start", pa.float64()),
     ("sm_clock_mhz_end", pa.float64()),
     ("gpu_temp_c_start", pa.float64()),

@@ -17,7 +17,21 @@ def median_ci95(sorted_ms: np.ndarray) -> tuple[float, float]:
     return float(sorted_ms[lo]), float(sorted_ms[max(lo, hi)])
 
 
-def summarize(latencies_ms: list[float], batch_size: int) -> dict:
+def round_throughputs(rounds_ms: list[list[float]], batch_size: int) -> list[float]:
+    """Images per second of each round, from the round's own median latency."""
+    return [batch_size / (float(np.median(r)) / 1000.0) for r in rounds_ms if len(r) and np.median(r) > 0]
+
+
+def spread_pct(values: list[float]) -> float | None:
+    """max over min, minus 1, in percent: how far apart the rounds were (0 for one round)."""
+    if not values or min(values) <= 0:
+        return None
+    return (max(values) / min(values) - 1.0) * 100.0
+
+
+def summarize(latencies_ms: list[float], batch_size: int, rounds_ms: list[list[float]] | None = None) -> dict:
+    """Latency statistics over every timed iteration. Throughput: the median of the rounds'
+    throughputs (with one round, batch / median latency), with their spread."""
     if not latencies_ms:
         raise ValueError("no timed iterations")
     a = np.sort(np.asarray(latencies_ms, dtype=np.float64))
@@ -25,6 +39,7 @@ def summarize(latencies_ms: list[float], batch_size: int) -> dict:
     std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
     median = float(np.median(a))
     lo, hi = median_ci95(a)
+    per_round = round_throughputs(rounds_ms or [latencies_ms], batch_size)
     return {
         "n_iters": len(a),
         "latency_ms_mean": mean,
@@ -37,5 +52,7 @@ def summarize(latencies_ms: list[float], batch_size: int) -> dict:
         "latency_cv": std / mean if mean > 0 else None,
         "latency_ms_median_ci95_low": lo,
         "latency_ms_median_ci95_high": hi,
-        "throughput_ips": batch_size / (median / 1000.0) if median > 0 else None,
+        "throughput_ips": float(np.median(per_round)) if per_round else None,
+        "round_ips": per_round,
+        "ips_spread_pct": spread_pct(per_round),
     }

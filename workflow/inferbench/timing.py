@@ -1,7 +1,14 @@
-"""Timing one step repeatedly: warm-up outside the clock, then an adaptive number of timed iterations.
+"""Timing one step repeatedly: warm-up outside the clock, then an adaptive number of timed
+iterations, split into rounds.
 
 The step is the whole unit of work of one iteration (for io=host: copy in, run, copy out).
 Every iteration is timed on its own and waited for, so each latency is that of one request.
+
+Rounds: the timed window is cut into `rounds` consecutive rounds that share the window's
+minimum iterations and seconds. A round's throughput comes from its own median latency; the
+cell's throughput is the median over rounds, and the spread between rounds (`spread_pct`) is
+recorded, so a transient slow spell (a clock dip, a busy host) moves one round, not the figure,
+and shows up as spread instead of hiding in it.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ class Settings:
     min_time_s: float = 1.0
     max_iters: int = 2000
     max_time_s: float = 60.0
+    rounds: int = 1
 
     @classmethod
     def from_config(cls, d: dict) -> "Settings":
@@ -67,10 +75,22 @@ class Measurement:
     timed_s: float
     stopped_by: str  # min_reached | max_iters | max_time
     warmup_s: float = 0.0
+    round_sizes: list | None = None  # iterations per round, in order; None: one round
+
+    def round_latencies(self) -> list[list]:
+        sizes = self.round_sizes or [len(self.latencies_ms)]
+        out, start = [], 0
+        for n in sizes:
+            out.append(self.latencies_ms[start:start + n])
+            start += n
+        return [r for r in out if r]
 
 
 def measure(step: Callable[[], object], timer, settings: Settings,
-            progress: Callable[[str], None] = lambda s: None) -> Measurement:
+            progress: Callable[[str], None] = lambda s: None,
+            before_window: Callable[[], None] = lambda: None) -> Measurement:
+    """before_window runs between the warm-up and the timed window (a reading of the host's
+    state that must describe the window, not the warm-up)."""
     # Warm-up: lazy initialisation, autotuning, allocator growth and clock ramp-up happen here.
     start = time.perf_counter()
     n_warmup = 0
@@ -83,27 +103,36 @@ def measure(step: Callable[[], object], timer, settings: Settings,
             break
     warmup_s = time.perf_counter() - start
     progress(f"warm-up: {n_warmup} iterations in {warmup_s:.2f} s")
+    before_window()
 
-    latencies = []
+    rounds = max(1, int(settings.rounds))
+    # The window's minimum is shared by its rounds; its maximum bounds the whole window.
+    round_min_iters = -(-settings.min_iters // rounds)
+    round_min_s = settings.min_time_s / rounds
+    latencies, sizes = [], []
     start = time.perf_counter()
     next_report = start + 5.0
-    while True:
-        latencies.append(timer.time_ms(step))
-        now = time.perf_counter()
-        elapsed = now - start
-        if len(latencies) >= settings.max_iters:
-            stopped = "max_iters"
+    stopped = "min_reached"
+    for _ in range(rounds):
+        round_start, round_first = time.perf_counter(), len(latencies)
+        while True:
+            latencies.append(timer.time_ms(step))
+            now = time.perf_counter()
+            if len(latencies) >= settings.max_iters:
+                stopped = "max_iters"
+                break
+            if now - start >= settings.max_time_s:
+                stopped = "max_time"
+                break
+            if len(latencies) - round_first >= round_min_iters and now - round_start >= round_min_s:
+                break
+            if now > next_report:
+                progress(f"timed {len(latencies)} iterations in {now - start:.1f} s")
+                next_report = now + 5.0
+        sizes.append(len(latencies) - round_first)
+        if stopped != "min_reached":
             break
-        if elapsed >= settings.max_time_s:
-            stopped = "max_time"
-            break
-        if len(latencies) >= settings.min_iters and elapsed >= settings.min_time_s:
-            stopped = "min_reached"
-            break
-        if now > next_report:
-            progress(f"timed {len(latencies)} iterations in {elapsed:.1f} s")
-            next_report = now + 5.0
-    return Measurement(latencies, n_warmup, time.perf_counter() - start, stopped, warmup_s)
+    return Measurement(latencies, n_warmup, time.perf_counter() - start, stopped, warmup_s, sizes)
 
 
 def process_age_s() -> float:

@@ -134,7 +134,7 @@ def all_shards():
     return [shard_path(c) for c in CELLS]
 
 
-REPORTING_CODE = [str(PKG / f) for f in ("tables.py", "figures.py", "findings.py", "report.py", "schema.py")]
+REPORTING_CODE = [str(PKG / f) for f in ("tables.py", "figures.py", "findings.py", "report.py", "schema.py", "harnesscheck.py")]
 OVERALL_FIGURES = ("speedup_heatmap", "throughput_vs_memory", "scaling")
 
 

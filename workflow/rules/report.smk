@@ -22,6 +22,7 @@ rule report:
         tables=table_targets(),
         figures=figure_targets(),
         config=f"{RESULTS}/config.resolved.yaml",
+        harness_check=f"{RESULTS}/harness_check.csv",
         code=REPORTING_CODE,
     output:
         html=report(f"{RESULTS}/report.html", caption="../report/report.rst", category="Report"),
@@ -33,7 +34,8 @@ rule report:
         f"{RESULTS}/logs/report.log",
     shell:
         "python -m inferbench report --summary {input.summary} --figures-dir {params.figures_dir} "
-        "--tables-dir {params.tables_dir} --config {input.config} --html {output.html} --md {output.md} > {log} 2>&1"
+        "--tables-dir {params.tables_dir} --config {input.config} --harness-check {input.harness_check:q} "
+        "--html {output.html} --md {output.md} > {log} 2>&1"
 
 
 rule archive:

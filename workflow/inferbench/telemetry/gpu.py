@@ -141,6 +141,12 @@ class NvmlReader:
         rates = self._try(self.nvml.nvmlDeviceGetUtilizationRates, self.handle)
         return float(rates.gpu) if rates is not None else None
 
+    def sm_clock_mhz(self) -> float | None:
+        return self._try(self.nvml.nvmlDeviceGetClockInfo, self.handle, self.nvml.NVML_CLOCK_SM)
+
+    def max_sm_clock_mhz(self) -> float | None:
+        return self._try(self.nvml.nvmlDeviceGetMaxClockInfo, self.handle, self.nvml.NVML_CLOCK_SM)
+
     def state(self) -> dict:
         """SM clock, temperature and throttle reasons: read at the start and end of a cell."""
         n = self.nvml
@@ -163,6 +169,12 @@ def busy_in_window(samples: list, start: float, end: float) -> float | None:
     return sum(inside) / len(inside) if inside else None
 
 
+def mean_in_window(samples: list, start: float, end: float) -> float | None:
+    """Mean of the (monotonic time, value) instantaneous readings taken inside [start, end]."""
+    inside = [v for t, v in samples if start <= t <= end]
+    return sum(inside) / len(inside) if inside else None
+
+
 class GpuSampler:
     """Background sampling of memory, power and utilisation while a cell runs."""
 
@@ -172,6 +184,7 @@ class GpuSampler:
         self.trace = MemoryTrace(baseline_device_mb=reader.device_mb())
         self.power_w: list = []
         self.busy_pct: list = []
+        self.sm_clock_mhz: list = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="gpu-sampler", daemon=True)
 
@@ -183,6 +196,9 @@ class GpuSampler:
         busy = self.reader.busy_pct()
         if busy is not None:
             self.busy_pct.append((time.monotonic(), busy))
+        clock = self.reader.sm_clock_mhz()
+        if clock is not None:
+            self.sm_clock_mhz.append((time.monotonic(), clock))
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -1,0 +1,67 @@
+"""The harness check's choice of cells, its bare loop on a real CPU cell, and its place in the report."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from inferbench import findings, harnesscheck
+
+
+def _row(backend, precision, device, res, batch, busy=None, ips=1000.0, status="ok", io="device"):
+    return {"model": "resnet18", "backend": backend, "precision": precision, "device": device, "io": io,
+            "resolution": res, "batch_size": batch, "status": status, "gpu_busy_pct": busy, "throughput_ips": ips,
+            "num_threads": 1, "ips_spread_pct": 1.0}
+
+
+def test_selection_takes_the_most_launch_bound_cell_of_each_kind_and_the_reference_cell():
+    rows = [_row("pytorch", "fp16", "cuda", 224, 32, busy=55), _row("pytorch", "fp16", "cuda", 224, 64, busy=80),
+            _row("pytorch", "fp16", "cuda", 512, 64, busy=99), _row("pytorch", "fp32", "cuda", 224, 32, busy=97),
+            _row("pytorch", "fp32", "cuda", 512, 32, busy=99.5), _row("onnxruntime", "fp16", "cuda", 256, 40, busy=70),
+            _row("onnxruntime", "fp16", "cuda", 224, 32, busy=40, status="error"),
+            _row("torchscript", "fp16", "cuda", 224, 32, busy=30, io="host"),
+            _row("torchscript", "fp16", "cuda", 224, 40, busy=92),
+            _row("pytorch", "fp32", "cpu", 224, 32), _row("pytorch", "fp32", "cpu", 256, 32)]
+    picked = harnesscheck.select_cells(pd.DataFrame(rows))
+    got = sorted(zip(picked["backend"], picked["precision"], picked["device"], picked["resolution"], picked["batch_size"]))
+    assert got == sorted([
+        ("pytorch", "fp16", "cuda", 224, 32),  # least busy of its kind
+        ("pytorch", "fp16", "cuda", 224, 64),  # always checked when in the grid
+        ("pytorch", "fp32", "cuda", 224, 32),
+        ("onnxruntime", "fp16", "cuda", 256, 40),  # the error cell and host-io rows are not candidates
+        ("torchscript", "fp16", "cuda", 224, 40),
+        ("pytorch", "fp32", "cpu", 224, 32),  # no busy reading: the least work per call
+    ])
+
+
+def test_a_ratio_outside_the_band_is_a_finding_at_the_top_of_the_report():
+    check = pd.DataFrame([
+        {"backend": "pytorch", "precision": "fp16", "resolution": 224, "batch_size": 64, "io": "device",
+         "harness_ips": 24612.0, "bare_ips": 39300.0, "ratio": 24612 / 39300, "device": "cuda", "note": ""},
+        {"backend": "torchscript", "precision": "fp16", "resolution": 224, "batch_size": 64, "io": "device",
+         "harness_ips": 40009.0, "bare_ips": 40500.0, "ratio": 40009 / 40500, "device": "cuda", "note": ""},
+    ])
+    summary = pd.DataFrame([dict(_row("pytorch", "fp16", "cuda", 224, 64, busy=61), latency_ms_median=2.6,
+                                 latency_cv=0.01, reason="")])
+    items = findings.derive_findings(summary, check=check)
+    assert items[0].title.startswith("Harness check failed for 1 of 2 cells")
+    assert "pytorch fp16 cuda 224 px b64: 0.626" in items[0].sentences[0]
+    section = next(f for f in items if f.title == "Harness check")
+    assert "Ratios from 0.626 to 0.988; 1 outside the band." in section.sentences
+    passing = findings.derive_findings(summary, check=check.iloc[1:])
+    assert not passing[0].title.startswith("Harness check failed")
+
+
+def test_the_bare_loop_measures_a_real_cpu_cell_in_a_fresh_process():
+    spec = {"model": "resnet18", "seed": 0, "backend": "pytorch", "precision": "fp32", "device": "cpu",
+            "resolution": 32, "batch_size": 2, "options": {}, "artifact": None, "threads": 1,
+            "warmup_s": 0.05, "timed_s": 0.2}
+    proc = subprocess.run([sys.executable, "-m", "inferbench.bareloop", "--spec", json.dumps(spec)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["bare_iters"] >= 50 and out["bare_timer"] == "wall clock"
+    assert out["bare_ips"] == pytest.approx(2 / out["bare_median_ms"] * 1000)
+    assert 10 < out["bare_ips"] < 1e6

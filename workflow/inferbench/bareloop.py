@@ -1,0 +1,230 @@
+"""An independent bare timing loop for one cell, run in a fresh process by the harness check.
+
+It shares no code with the harness's runners, timers or statistics: it builds the model or
+session itself with torch, torchvision and onnxruntime, in the configuration the cell's
+backend options describe, and times it with the simplest correct loop. If the harness (its
+warm workers, rounds, input rotation, telemetry thread, process reuse) changed what it measures,
+the two disagree.
+
+    python -m inferbench.bareloop --spec '{"backend": "pytorch", ...}'   prints one JSON line
+
+The loop: on a GPU, the clock is brought up first (cuDNN's autotuner times its candidates on the
+first call; see inferbench.gpu_clock for why), then at least WARMUP_ITERS calls of warm-up, then
+at least TIMED_ITERS calls, each timed on its own (the seconds, at least the sweep's own
+warm-up and timed minimums, and on a GPU at least GPU_WARMUP_S and GPU_TIMED_S):
+CUDA events around the call and a synchronise after it (ONNX Runtime on its own stream: the wall
+clock around run and synchronise); on the CPU, the wall clock. Throughput is batch / median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+WARMUP_ITERS, TIMED_ITERS = 10, 50
+GPU_WARMUP_S, GPU_TIMED_S = 0.5, 1.0
+CLOCK_UP_S = 0.5
+
+
+def _torch_model(spec, torch, torchvision):
+    torch.manual_seed(spec["seed"])
+    model = torchvision.models.get_model(spec["model"], weights=None).eval()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[spec["precision"]]
+    return model.to(spec["device"], dtype), dtype
+
+
+def _channels_last(options, device) -> bool:
+    value = options.get("channels_last")
+    return device == "cuda" if value is None else bool(value)
+
+
+def _set_cuda_flags(torch, options):
+    tf32 = bool(options.get("tf32", False))
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = True
+
+
+def build_torch(spec, x):
+    """pytorch, torchscript and torch_compile: a callable on x and the (possibly NHWC) input."""
+    import torch
+    import torchvision
+
+    options, device, backend = spec["options"], spec["device"], spec["backend"]
+    if device == "cuda":
+        _set_cuda_flags(torch, options)
+    nhwc = _channels_last(options, device)
+    if backend == "torchscript":
+        model = torch.jit.load(spec["artifact"], map_location=device).eval()
+        if options.get("optimize_for_inference", True):
+            model = torch.jit.optimize_for_inference(model)
+    else:
+        model, _ = _torch_model(spec, torch, torchvision)
+        if nhwc:
+            model = model.to(memory_format=torch.channels_last)
+    if nhwc:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if backend == "torch_compile":
+        dynamic = options.get("dynamic", False)
+        model = torch.compile(model, mode=options.get("mode", "default"), backend=options.get("backend", "inductor"),
+                              dynamic=None if dynamic == "batch" else dynamic, fullgraph=options.get("fullgraph", False))
+        if dynamic == "batch":
+            torch._dynamo.mark_dynamic(x, 0)
+    if backend == "pytorch" and options.get("cuda_graphs"):
+        return _graphed(torch, model, x), x
+
+    def call(inp):
+        with torch.inference_mode():
+            return model(inp)
+
+    return call, x
+
+
+def _graphed(torch, model, x):
+    static_in = x.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.inference_mode():
+        for _ in range(3):
+            model(static_in)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.inference_mode():
+        out = model(static_in)
+
+    def call(inp):
+        static_in.copy_(inp)
+        graph.replay()
+        return out
+
+    return call
+
+
+def build_onnxruntime(spec, x):
+    """An ONNX Runtime session with the cell's provider options; on CUDA with I/O bound to GPU tensors."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    options = spec["options"]
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = spec.get("threads") or 0
+    so.inter_op_num_threads = 1
+    level = options.get("graph_optimization_level", "all")
+    so.graph_optimization_level = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                   "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                   "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+    if spec["device"] == "cpu":
+        session = ort.InferenceSession(spec["artifact"], so, providers=["CPUExecutionProvider"])
+        feed = {"input": x.numpy()}
+        return (lambda _inp: session.run(None, feed)), x
+    cuda = {"device_id": "0"}
+    if spec["precision"] == "fp32":
+        cuda["use_tf32"] = "0"
+    cuda.update({k: str(v) for k, v in (options.get("cuda_provider_options") or {}).items()})
+    session = ort.InferenceSession(spec["artifact"], so, providers=[("CUDAExecutionProvider", cuda)])
+    if "CUDAExecutionProvider" not in session.get_providers():
+        raise RuntimeError(f"ONNX Runtime has no CUDA provider here: {session.get_providers()}")
+    elem = np.float16 if spec["precision"] == "fp16" else np.float32
+    out = torch.empty((x.shape[0], session.get_outputs()[0].shape[1]), device="cuda", dtype=x.dtype)
+    binding = session.io_binding()
+    binding.bind_input("input", "cuda", 0, elem, tuple(x.shape), x.data_ptr())
+    binding.bind_output("logits", "cuda", 0, elem, tuple(out.shape), out.data_ptr())
+
+    def call(_inp):
+        session.run_with_iobinding(binding)
+        torch.cuda.synchronize()
+        return out
+
+    return call, x
+
+
+def clock_up(torch, seconds: float = CLOCK_UP_S) -> None:
+    """Keep the GPU busy for a moment, so that the first call (cuDNN's autotuning) and the
+    warm-up run at the GPU's working clock, not its idle one."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        torch.cuda._sleep(20_000_000)
+        torch.cuda.synchronize()
+
+
+def time_loop(call, x, device: str, wall_clock: bool, warmup_s: float, timed_s: float) -> list[float]:
+    import torch
+
+    def once_ms() -> float:
+        if device == "cuda" and not wall_clock:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            call(x)
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+        t0 = time.perf_counter()
+        call(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) * 1000.0
+
+    began, n = time.perf_counter(), 0
+    while n < WARMUP_ITERS or time.perf_counter() - began < warmup_s:
+        once_ms()
+        n += 1
+    times, began = [], time.perf_counter()
+    while len(times) < TIMED_ITERS or time.perf_counter() - began < timed_s:
+        times.append(once_ms())
+    return times
+
+
+def measure(spec: dict) -> dict:
+    import torch
+
+    device, batch, res = spec["device"], spec["batch_size"], spec["resolution"]
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[spec["precision"]]
+    if device == "cuda":
+        clock_up(torch)
+        gen = torch.Generator(device="cuda").manual_seed(spec["seed"])
+        x = torch.randn(batch, 3, res, res, generator=gen, device="cuda", dtype=dtype)
+    else:
+        torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
+        x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(spec["seed"])).to(dtype)
+    started = time.perf_counter()
+    if spec["backend"] == "onnxruntime":
+        call, x = build_onnxruntime(spec, x)
+        wall_clock = True  # ORT runs on its own stream: events on ours would not bracket it
+    elif spec["backend"] in ("pytorch", "torchscript", "torch_compile"):
+        call, x = build_torch(spec, x)
+        wall_clock = False
+    else:
+        raise RuntimeError(f"no bare loop for backend {spec['backend']!r}")
+    call(x)  # first call: compilation, autotuning
+    if device == "cuda":
+        torch.cuda.synchronize()
+    load_s = time.perf_counter() - started
+    warmup_s, timed_s = float(spec.get("warmup_s", 0.0)), float(spec.get("timed_s", 0.0))
+    if device == "cuda":
+        warmup_s, timed_s = max(warmup_s, GPU_WARMUP_S), max(timed_s, GPU_TIMED_S)
+    times = time_loop(call, x, device, wall_clock, warmup_s, timed_s)
+    median_ms = statistics.median(times)
+    return {"bare_ips": batch / median_ms * 1000.0, "bare_median_ms": median_ms, "bare_iters": len(times),
+            "bare_p99_ms": sorted(times)[min(len(times) - 1, int(0.99 * len(times)))],
+            "bare_timer": "wall clock" if (wall_clock or device == "cpu") else "cuda events",
+            "bare_load_s": load_s, "torch_version": torch.__version__}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m inferbench.bareloop", description=__doc__.splitlines()[0])
+    p.add_argument("--spec", required=True, help="JSON: model, seed, backend, precision, device, resolution, "
+                                                 "batch_size, options, artifact (path or null), threads, "
+                                                 "warmup_s, timed_s")
+    args = p.parse_args(argv)
+    spec = json.loads(args.spec)
+    print(json.dumps(measure(spec)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

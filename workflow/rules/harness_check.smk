@@ -1,0 +1,28 @@
+# The harness measured again: a sample of the sweep's own cells, each timed by an independent bare
+# loop in a fresh process (inferbench.harnesscheck); the report shows the ratios.
+
+
+rule harness_check:
+    conda:
+        CONDA_ENV
+    input:
+        summary=f"{RESULTS}/summary.parquet",
+        config=f"{RESULTS}/config.resolved.yaml",
+        artifacts=list(EXPORTS),
+        code=[str(PKG / f) for f in ("harnesscheck.py", "bareloop.py", "commands/harness_check.py")],
+    output:
+        csv=f"{RESULTS}/harness_check.csv",
+    params:
+        results=RESULTS,
+        lock_dir=f"{RESULTS}/.locks",
+    log:
+        f"{RESULTS}/logs/harness_check.log",
+    container:
+        config["container"]
+    # Alone on the machine, as a timed cell is, and on a GPU when the sweep has GPU cells.
+    threads: lambda wc: all_cores()
+    resources:
+        gpu=1 if "cuda" in config["devices"] else 0,
+    shell:
+        "python -m inferbench harness-check --summary {input.summary:q} --config {input.config:q} "
+        "--results {params.results:q} --lock-dir {params.lock_dir:q} --out {output.csv:q} > {log:q} 2>&1"
