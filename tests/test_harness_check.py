@@ -65,3 +65,20 @@ def test_the_bare_loop_measures_a_real_cpu_cell_in_a_fresh_process():
     assert out["bare_iters"] >= 50 and out["bare_timer"] == "wall clock"
     assert out["bare_ips"] == pytest.approx(2 / out["bare_median_ms"] * 1000)
     assert 10 < out["bare_ips"] < 1e6
+
+
+def test_the_report_puts_a_failed_check_before_everything_else(tmp_path):
+    from inferbench import report
+
+    check = pd.DataFrame([{"backend": "pytorch", "precision": "fp16", "resolution": 224, "batch_size": 64,
+                           "io": "device", "harness_ips": 24612.0, "bare_ips": 39300.0, "ratio": 24612 / 39300,
+                           "device": "cuda", "note": ""}])
+    check.to_csv(tmp_path / "harness_check.csv", index=False)
+    summary = pd.DataFrame([dict(_row("pytorch", "fp16", "cuda", 224, 64, busy=61), latency_ms_median=2.6,
+                                 latency_cv=0.01, reason="", timer="cuda_event", n_warmup=10, n_iters=50,
+                                 measurement="{}")])
+    md = tmp_path / "report.md"
+    report.write_report(summary, tmp_path / "figures", md_path=md, harness_check_path=tmp_path / "harness_check.csv")
+    text = md.read_text()
+    assert text.index("## Read first") < text.index("## Environment") < text.index("### Harness check\n")
+    assert "Harness check failed for 1 of 1 cells" in text

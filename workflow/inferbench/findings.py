@@ -25,6 +25,7 @@ class Finding:
     title: str
     sentences: list[str]
     table: pd.DataFrame | None = field(default=None)
+    alert: bool = False  # shown at the very top of the report: read this before any figure
 
 
 def prepared(summary: pd.DataFrame) -> pd.DataFrame:
@@ -263,7 +264,7 @@ def harness_check(check: pd.DataFrame | None) -> tuple[Finding | None, Finding |
     warning = Finding(f"Harness check failed for {len(off)} of {len(check)} cells",
                       [f"An independent bare loop in a fresh process measured these cells outside "
                        f"[{lo}, {hi}] of the sweep's figure: {names}. Do not rank backends on these cells "
-                       "until a rerun agrees; see \"Harness check\" below."], off.round(3))
+                       "until a rerun agrees; see \"Harness check\" below."], off.round(3), alert=True)
     return warning, section
 
 

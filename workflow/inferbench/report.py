@@ -204,7 +204,12 @@ def _md_findings(items: list[findings.Finding]) -> str:
 def markdown_report(summary, items, figure_paths, md_path: Path, tables_dir: Path | None, config_text) -> str:
     df = tables.normalise(summary)
     here = md_path.parent
-    out = ["# inferbench report\n", "## Environment\n", "| | |\n| --- | --- |"]
+    alerts = [f for f in items if f.alert]
+    items = [f for f in items if not f.alert]
+    out = ["# inferbench report\n"]
+    if alerts:
+        out += ["## Read first\n", _md_findings(alerts)]
+    out += ["## Environment\n", "| | |\n| --- | --- |"]
     out += [f"| {k} | {tables._md_escape(v)} |" for k, v in environment(df)]
     out += ["", "## Method\n"] + [f"- {line}" for line in method(df)] + [""]
     out += ["## Findings\n", _md_findings(items)]
@@ -265,9 +270,12 @@ def _html_figures(figure_paths) -> str:
 def html_report(summary, items, figure_paths, config_text) -> str:
     df = tables.normalise(summary)
     env = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in environment(df))
+    alerts = [f for f in items if f.alert]
+    items = [f for f in items if not f.alert]
     body = [
         '<nav><a href="#environment">Environment</a><a href="#method">Method</a><a href="#findings">Findings</a>'
         '<a href="#figures">Figures</a><a href="#tables">Tables</a></nav>',
+        ('<h2 id="read-first" class="missing">Read first</h2>' + _html_findings(alerts)) if alerts else "",
         f'<h2 id="environment">Environment</h2><table class="meta">{env}</table>',
         '<h2 id="method">Method</h2><ul>' + "".join(f"<li>{_inline_code(m)}</li>" for m in method(df)) + "</ul>",
         '<h2 id="findings">Findings</h2>' + _html_findings(items),
