@@ -38,32 +38,14 @@ SKIP_REASONS = {
 ERROR_REASON = "InductorError: bf16 convolution lowering failed (synthetic)"
 
 
-def _stats_from_latencies(lat_ms: np.ndarray, batch_size: int) -> dict:
-    """The timing columns a real cell derives from its iterations."""
-    n = len(lat_ms)
-    ordered = np.sort(lat_ms)
-    median = float(np.median(ordered))
-    half = 1.96 * math.sqrt(n) / 2.0
-    lo = max(int(math.floor(n / 2 - half)), 0)
-    hi = min(int(math.ceil(n / 2 + half)), n - 1)
-    mean = float(ordered.mean())
-    std = float(ordered.std(ddof=1))
-    return {
-        "n_iters": n,
-        "latency_ms_mean": mean,
-        "latency_ms_median": median,
-        "latency_ms_p90": float(np.percentile(ordered, 90)),
-        "latency_ms_p99": float(np.percentile(ordered, 99)),
-        "latency_ms_min": float(ordered[0]),
-        "latency_ms_max": float(ordered[-1]),
-        "latency_ms_std": std,
-        "latency_cv": std / mean,
-        "latency_ms_median_ci95_low": float(ordered[lo]),
-        "latency_ms_median_ci95_high": float(ordered[hi]),
-        "throughput_ips": batch_size * 1000.0 / median,
-        "timed_s": float(ordered.sum()) / 1000.0,
-        "latencies_ms": [float(x) for x in lat_ms],
-    }
+def _stats_from_latencies(lat_ms: np.ndarray, batch_size: int, rounds: int = 3) -> dict:
+    """The timing columns a real cell derives from its iterations, timed in `rounds` rounds."""
+    from inferbench.stats import summarize
+
+    lat = [float(x) for x in lat_ms]
+    cuts = np.array_split(np.arange(len(lat)), rounds)
+    out = summarize(lat, batch_size, [[lat[i] for i in idx] for idx in cuts if len(idx)])
+    return dict(out, timed_s=sum(lat) / 1000.0, latencies_ms=lat)
 
 
 def _outcome(backend: str, precision: str, device: str) -> tuple[str, str]:
