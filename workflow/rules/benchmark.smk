@@ -30,5 +30,6 @@ rule benchmark_cell:
         # nothing runs beside it. `gpu` is also what the SLURM executor asks for (--gpus).
         gpu=lambda wc: 1 if wc.device == "cuda" else 0,
     shell:
-        "python -m inferbench cell --spec {params.spec:q} --artifact '{params.artifact}' "
-        "--lock-dir {params.lock_dir} --reference-cache {params.reference_cache} --out {output.shard} > {log} 2>&1"
+        "python -m inferbench cell --spec {params.spec:q} --artifact={params.artifact:q} "
+        "--lock-dir {params.lock_dir:q} --reference-cache {params.reference_cache:q} --out {output.shard:q} "
+        "> {log:q} 2>&1"

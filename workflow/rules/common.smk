@@ -157,4 +157,8 @@ def report_targets():
 
 
 def all_targets():
-    return [f"{RESULTS}/summary.parquet"] + table_targets() + figure_targets() + report_targets()
+    # Every shard is a target of its own, not only an input of the summary: Snakemake does not look
+    # for the missing inputs of an output that is up to date, so a deleted shard would otherwise
+    # never be measured again ("Nothing to be done"). As a target it is, and being newer than the
+    # summary it then redoes the summary and everything made from it.
+    return all_shards() + [f"{RESULTS}/summary.parquet"] + table_targets() + figure_targets() + report_targets()
