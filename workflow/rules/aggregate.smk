@@ -7,7 +7,7 @@ rule aggregate:
         CONDA_ENV
     input:
         shards=all_shards(),
-        code=[str(PKG / "commands/aggregate.py"), str(PKG / "shard.py"), str(PKG / "schema.py")],
+        code=[str(PKG / f) for f in ("commands/aggregate.py", "shardcheck.py", "shard.py", "schema.py")],
     output:
         summary=f"{RESULTS}/summary.parquet",
     log:

@@ -48,6 +48,21 @@ envvars:
     "INFERBENCH_CONFIG_SHA256",
     "INFERBENCH_GIT_COMMIT",
 RESOLVED_CONFIG_YAML = yaml.safe_dump(config, sort_keys=False)
+
+
+# One run at a time per results folder, also across checkouts (Snakemake's own lock covers only
+# its working directory). Taken when jobs are about to run (not for dry runs or --summary), by the
+# main Snakemake process, and held until it exits.
+onstart:
+    from inferbench import runlock
+
+    try:
+        RESULTS_LOCK.append(runlock.hold(RESULTS))
+    except UserError as _exc:
+        raise WorkflowError(str(_exc))
+
+
+RESULTS_LOCK = []  # the open lock file: kept referenced for the life of the run
 # Does this run put the export and benchmark jobs in the image (--use-singularity, --use-apptainer,
 # --sdm apptainer)? Without it Snakemake ignores `container:` and runs them on the host.
 from snakemake.settings.types import DeploymentMethod
