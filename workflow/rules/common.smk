@@ -96,8 +96,9 @@ def all_cores():
 # so they are listed as inputs.
 CORE_MEASUREMENT_CODE = [str(PKG / f) for f in (
     "cellrun.py", "reference.py", "timing.py", "stats.py", "telemetry/gpu.py", "telemetry/host.py", "commands/cell.py",
-    "backends/base.py", "models.py", "isolation.py", "devices.py")]
-EXPORT_CODE = [str(PKG / f) for f in ("commands/export.py", "backends/base.py", "models.py", "isolation.py")]
+    "backends/base.py", "models.py", "isolation.py", "oomwatch.py", "devices.py")]
+EXPORT_CODE = [str(PKG / f) for f in ("commands/export.py", "backends/base.py", "models.py", "isolation.py",
+                                      "oomwatch.py")]
 TORCH_HELPERS = str(PKG / "backends" / "torch_common.py")
 
 
