@@ -245,3 +245,31 @@ def test_a_cell_only_in_the_old_run_is_missing_and_fails_the_gate(tmp_path, caps
     assert cli.main(["compare", str(tmp_path / "new.parquet"), str(tmp_path / "old.parquet"),
                      "--fail-on-regression"]) == 0
     assert "1 only in NEW" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ the results folder's lock
+
+
+def test_the_results_folder_lock_names_its_holder_and_dies_with_it(tmp_path):
+    """A process that holds the folder, another that asks for it; then `kill -9` of the holder
+    frees it (the kernel releases the lock: nothing stale to clean up)."""
+    from inferbench import runlock
+    from inferbench.errors import UserError
+
+    results = tmp_path / "results"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from inferbench import runlock; "
+                               f"f = runlock.hold({str(results)!r}); print('held', flush=True); time.sleep(120)"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError) as refused:
+            runlock.hold(results)
+        message = str(refused.value)
+        assert f"results_dir {results} is in use by another inferbench run: pid {holder.pid} on host " in message
+        assert f"working directory {tmp_path}" in message and " UTC" in message
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    mine = runlock.hold(results)
+    assert json.loads(runlock.lock_path(results).read_text())["pid"] == os.getpid()
+    mine.close()

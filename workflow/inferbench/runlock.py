@@ -31,9 +31,13 @@ def hold(results_dir: str | Path):
     (referenced) for as long as the run writes there. Raises UserError naming the holder if another
     process has it."""
     path = lock_path(results_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Python opens files non-inheritable: the jobs and fork servers this run starts do not keep it.
-    f = open(path, "a+")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Python opens files non-inheritable: the jobs and fork servers this run starts do not keep it.
+        f = open(path, "a+")
+    except OSError as exc:
+        raise UserError(f"cannot write the results folder's lock file {path} ({exc.strerror}): "
+                        "make results_dir writable, or give another one") from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
