@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from test_pipeline import BIN, REPO, TINY, _env, make_checkout, stop_forkservers
+from test_pipeline import REPO, TINY, _env, make_checkout, stop_forkservers
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +44,9 @@ def checkout_with_config(dest: Path, results: Path) -> Path:
     return dest
 
 
-def shell(command: str, cwd: Path, timeout: float = 300, **kw) -> subprocess.Popen | subprocess.CompletedProcess:
+def shell(command: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=_env(), **kw)
+                          env=_env())
 
 
 @pytest.fixture(scope="module")

@@ -99,7 +99,8 @@ def test_a_file_outside_the_shard_layout_names_no_cell(tmp_path, capsys):
     write_shard(_rows("pytorch", "cpu", 32, 2), stray)
     capsys.readouterr()
     assert cli.main(["aggregate", "--shards", str(stray), "--out", str(tmp_path / "s.parquet")]) == 2
-    assert f"{stray}: its path is not shards/MODEL/BACKEND/DEVICE/PRECISION/rRES_bBATCH.parquet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{stray}: its path is not shards/MODEL/BACKEND/DEVICE/PRECISION/rRES_bBATCH.parquet" in err
 
 
 def test_the_command_says_it_in_one_message_without_a_traceback(results):

@@ -73,7 +73,6 @@ rule figures_per_resolution:
     shell:
         "python -m inferbench figures --summary {input.summary:q} --resolution {wildcards.resolution:q} "
         "--kind throughput --kind latency --kind gpu_memory --outdir {params.outdir:q} > {log:q} 2>&1"
-       
 
 
 rule figures_overall:

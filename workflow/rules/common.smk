@@ -63,6 +63,7 @@ onstart:
 
 
 RESULTS_LOCK = []  # the open lock file: kept referenced for the life of the run
+
 # Does this run put the export and benchmark jobs in the image (--use-singularity, --use-apptainer,
 # --sdm apptainer)? Without it Snakemake ignores `container:` and runs them on the host.
 from snakemake.settings.types import DeploymentMethod
