@@ -627,7 +627,7 @@ def test_a_killed_warm_worker_fails_its_request_and_the_next_gets_a_new_one(tmp_
     finally:
         done.set()
         killer.join()
-    assert rc == -signal.SIGKILL and how.startswith("the worker process died from SIGKILL")
+    assert rc == -signal.SIGKILL and how.startswith("the worker process was killed by SIGKILL from outside")
     assert _run_warm(["--version"], server_locks, key="k")[0] == 0
     assert not set(_warm_pids(server_locks)) & before, "the dead worker was reused"
 
