@@ -135,23 +135,56 @@ def write_archive(results_dir, out_path, run_id: str | None = None) -> tuple[Pat
 
 
 def read_members(archive_path) -> dict[str, bytes]:
-    """Every regular file in the archive, keyed by its path below the top folder."""
+    """Every file in the archive, keyed by its path below the top folder. An archive written by
+    `inferbench archive` holds regular files only, all under one top folder `inferbench-<run_id>`
+    (the run id of its manifest): anything else (a link, a device, a folder entry, a member under
+    another top folder or outside it) is refused before any content is trusted."""
     archive_path = Path(archive_path)
     if not archive_path.is_file():
         raise UserError(f"archive not found: {archive_path}")
-    members = {}
+    members, tops = {}, set()
     try:
         with tarfile.open(archive_path, "r:*") as tar:
             for info in tar.getmembers():
-                if not info.isfile():
-                    continue
                 parts = Path(info.name).parts
                 if info.name.startswith("/") or ".." in parts or len(parts) < 2:
                     raise UserError(f"{archive_path}: unsafe or unexpected member path {info.name!r}")
+                if not info.isfile():
+                    raise UserError(f"{archive_path}: member {info.name!r} is {_kind(info)}, not a regular file; "
+                                    "an inferbench archive holds regular files only")
+                tops.add(parts[0])
+                if len(tops) > 1:
+                    raise UserError(f"{archive_path}: members under more than one top folder "
+                                    f"({', '.join(sorted(tops))}); an inferbench archive has one")
                 members[Path(*parts[1:]).as_posix()] = tar.extractfile(info).read()
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise UserError(f"{archive_path} is not a readable .tar.gz: {exc}") from exc
+    _check_top_folder(archive_path, tops, members)
     return members
+
+
+def _kind(info: tarfile.TarInfo) -> str:
+    if info.issym():
+        return f"a symbolic link to {info.linkname!r}"
+    if info.islnk():
+        return f"a hard link to {info.linkname!r}"
+    if info.isdir():
+        return "a folder entry"
+    return "a device, FIFO or other special file"
+
+
+def _check_top_folder(archive_path: Path, tops: set, members: dict[str, bytes]) -> None:
+    """The top folder is the one the manifest's run id names."""
+    if not tops or MANIFEST not in members:
+        return  # an empty archive or one without a manifest: verify_members says so
+    try:
+        run_id = json.loads(members[MANIFEST])["run_id"]
+    except (ValueError, KeyError, TypeError):
+        return  # verify_members names the broken manifest
+    (top,) = tops
+    if top != f"inferbench-{run_id}":
+        raise UserError(f"{archive_path}: the members are under {top}/, but the manifest's run id "
+                        f"{run_id!r} puts them under inferbench-{run_id}/")
 
 
 def verify_members(members: dict[str, bytes]) -> dict[str, list[str]]:

@@ -21,8 +21,10 @@ keeps a very steady cell from calling a 1% drift a regression. The log ratio mak
 "20% slower" and "20% faster" symmetric. With one round, throughput is batch / median
 latency, so the change is the latency's; the latency change is shown beside it.
 
-A cell ok in OLD and oom/error in NEW is "broke" and counts as a regression; the other
-way round is "fixed". Cells in only one run are counted, not compared.
+A cell ok in OLD and skipped, oom or error in NEW is "broke" (a backend missing after an image
+upgrade is a breakage too) and counts as a regression; the other way round is "fixed". A cell
+in OLD only is "missing" from NEW and counts as a regression as well: NEW did not show it still
+works. A cell in NEW only is counted, not compared.
 """
 
 from __future__ import annotations
@@ -102,14 +104,16 @@ def compare(old: pd.DataFrame, new: pd.DataFrame, k: float = DEFAULT_K,
             floor_pct: float = DEFAULT_FLOOR_PCT) -> tuple[pd.DataFrame, dict]:
     """(per-cell comparison of cells ok in both, counts of everything else)."""
     key = schema.CELL_KEY
-    both = old.drop_duplicates(key).merge(new.drop_duplicates(key), on=key, suffixes=("_old", "_new"))
+    old, new = old.drop_duplicates(key), new.drop_duplicates(key)
+    both = old.merge(new, on=key, suffixes=("_old", "_new"))
+    missing = old.merge(new[key], on=key, how="left", indicator=True).query("_merge == 'left_only'")
     ok_old, ok_new = both["status_old"] == "ok", both["status_new"] == "ok"
-    failed = ("oom", "error")
-    broke = both[ok_old & both["status_new"].isin(failed)]
+    broke = both[ok_old & ~ok_new]
     counts = {
-        "only_old": len(old) - len(both), "only_new": len(new) - len(both),
+        "missing": len(missing), "missing_cells": [_cell_name(r) for _, r in missing.iterrows()],
+        "only_new": len(new) - len(both),
         "fixed": int((~ok_old & ok_new).sum()), "broke": len(broke),
-        "broke_cells": [_cell_name(r) for _, r in broke.iterrows()],
+        "broke_cells": [f"{_cell_name(r)} (ok -> {r['status_new']})" for _, r in broke.iterrows()],
         "not_ok_in_both": int((~ok_old & ~ok_new).sum()),
     }
     rows = [_compare_cell(r, k, floor_pct / 100.0) for _, r in both[ok_old & ok_new].iterrows()]
@@ -185,12 +189,13 @@ def format_report(table: pd.DataFrame, counts: dict) -> str:
                      f"{int(table['host_bound'].sum())} cells, {int(changed['host_bound'].sum())} of the "
                      f"{len(changed)} changes. Such a cell's pace is the host's, which also varies from process "
                      "to process by more than the cell's own noise: rerun before believing its change.")
-    lines.append(f"Not compared: {counts['only_old']} only in OLD, {counts['only_new']} only in NEW, "
+    lines.append(f"Not compared: {counts['missing']} missing (in OLD only), {counts['only_new']} only in NEW, "
                  f"{counts['not_ok_in_both']} not ok in both, {counts['fixed']} fixed (not ok -> ok), "
-                 f"{counts['broke']} broke (ok -> oom/error).")
+                 f"{counts['broke']} broke (ok -> skipped/oom/error).")
     lines += [f"broke: {name}" for name in counts["broke_cells"]]
+    lines += [f"missing: {name}" for name in counts["missing_cells"]]
     return "\n".join(lines)
 
 
 def has_regression(table: pd.DataFrame, counts: dict) -> bool:
-    return bool((table["verdict"] == "slower").any()) or counts["broke"] > 0
+    return bool((table["verdict"] == "slower").any()) or counts["broke"] > 0 or counts["missing"] > 0

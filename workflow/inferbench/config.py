@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,29 @@ def check_weights(model: str, weights: str | None) -> None:
         raise UserError(f"weights: {message}")
 
 
+# A results_dir is written into the jobs' shell commands (quoted there too) and into
+# Snakemake's file patterns, where braces are wildcards: only plain path characters pass.
+RESULTS_DIR_CHARS = re.compile(r"[\w /.+,=@%:-]+")
+
+
+def check_results_dir(value: str) -> None:
+    """A path of plain characters: no shell metacharacters, quotes, braces or control characters."""
+    if not value.strip():
+        raise UserError("results_dir: the path is empty; give a folder, e.g. results")
+    bad = sorted({ch for ch in value if not RESULTS_DIR_CHARS.fullmatch(ch)})
+    if bad:
+        shown = " ".join(repr(ch) for ch in bad)
+        raise UserError(
+            f"results_dir: {value!r} is not a plain path: it contains {shown}. Use only letters, digits, "
+            "spaces and / . _ - + , = @ % : (no shell metacharacters, quotes, braces, wildcards or line breaks)."
+        )
+    if value.startswith("-"):
+        raise UserError(f"results_dir: {value!r} starts with '-', which commands would read as an option; "
+                        f"write ./{value} instead")
+    if value != value.strip():
+        raise UserError(f"results_dir: {value!r} starts or ends with a space; remove it")
+
+
 def load_config(source: str | Path | dict, semantic: bool = True) -> dict:
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -169,6 +193,7 @@ def load_config(source: str | Path | dict, semantic: bool = True) -> dict:
     else:
         config = source
     config = validate_structure(config)
+    check_results_dir(config["results_dir"])
     if semantic:
         validate_semantics(config)
     return config

@@ -130,9 +130,10 @@ def _read_message(f) -> dict | None:
 
 
 def run(argv: list[str], env: dict, lock_dir: str | Path, timeout_s: float, on_output,
-        warm_key: str | None = None) -> int | None:
+        warm_key: str | None = None, on_start=None) -> int | None:
     """Run `inferbench <argv>` in a child forked by the server. Output lines go to on_output.
     warm_key: run it in the server's warm worker for that key instead of a fresh child.
+    on_start(pid): called with the child's pid once it runs.
     Returns the exit code (negative: killed by that signal), or None on timeout (child killed)."""
     sock = connect_or_start(lock_dir)
     read_fd, write_fd = os.pipe()
@@ -154,6 +155,8 @@ def run(argv: list[str], env: dict, lock_dir: str | Path, timeout_s: float, on_o
     if not first or "pid" not in first:
         raise RuntimeError(f"the fork server refused the request: {first}")
     pid = first["pid"]
+    if on_start:
+        on_start(pid)
     sock.settimeout(timeout_s)
     try:
         done = _read_message(replies)

@@ -16,6 +16,7 @@ import threading
 import time
 
 from inferbench import forkserver
+from inferbench.oomwatch import MemoryWatch
 
 # Set for the child: when (Unix time) it was launched, so that it can tell how long its own
 # start took (a fork from the server, or a new interpreter and its imports).
@@ -36,7 +37,14 @@ def exit_worker(code: int = 0) -> None:
     os._exit(code)
 
 
-def _describe(rc: int | None, tail, timeout_s: float) -> str:
+# A description that starts with this says the kernel killed the worker for memory.
+OOM_KILLED = "out of memory: "
+# Signals by which someone outside ended the worker (a person, a scheduler, the machine shutting
+# down): nothing about the cell itself. SIGKILL counts only without evidence of an OOM kill.
+STOPPED_FROM_OUTSIDE = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def _describe(rc: int | None, tail, timeout_s: float, oom_evidence: str | None = None) -> str:
     if rc is None:
         return f"timed out after {timeout_s:.0f} s (cell_timeout_s)"
     if rc == 0:
@@ -44,9 +52,26 @@ def _describe(rc: int | None, tail, timeout_s: float) -> str:
     last = " | ".join(list(tail)[-3:])
     if rc < 0:
         name = signal.Signals(-rc).name
-        hint = " (the kernel's OOM killer sends SIGKILL when host memory runs out)" if name == "SIGKILL" else ""
-        return f"the worker process died from {name}{hint}; last output: {last}"
+        if name == "SIGKILL" and oom_evidence:
+            return f"{OOM_KILLED}the worker process was killed by SIGKILL ({oom_evidence}); last output: {last}"
+        if -rc in STOPPED_FROM_OUTSIDE:
+            return (f"the worker process was killed by {name} from outside (no out-of-memory kill seen); "
+                    f"last output: {last}")
+        return f"the worker process died from {name}; last output: {last}"
     return f"the worker process exited with code {rc}; last output: {last}"
+
+
+def stopped_from_outside(rc: int | None, how: str) -> bool:
+    """The worker was ended by someone, not by its cell: a kill that was no OOM kill."""
+    return rc is not None and rc < 0 and -rc in STOPPED_FROM_OUTSIDE and not how.startswith(OOM_KILLED)
+
+
+def failure_status(rc: int | None, how: str) -> str:
+    """A failed worker's cell status: `oom` when it ran out of memory, else `error`."""
+    if how.startswith(OOM_KILLED):
+        return "oom"
+    # a worker that exited on its own after printing an allocation failure
+    return "oom" if rc is not None and rc > 0 and "out of memory" in how.lower() else "error"
 
 
 def run_inferbench(args: list[str], timeout_s: float, env: dict, lock_dir: str,
@@ -63,18 +88,29 @@ def run_inferbench(args: list[str], timeout_s: float, env: dict, lock_dir: str,
             tail.append(line.rstrip())
 
     env = dict(env, **{LAUNCHED_AT_ENV: repr(time.time())})
+    watches: list[MemoryWatch] = []
+
+    def watch(pid: int) -> None:
+        watches.append(MemoryWatch(pid))
+
+    def outcome(rc: int | None) -> tuple[int | None, str]:
+        for w in watches:
+            w.stop()
+        evidence = watches[-1].oom_evidence() if watches and rc == -signal.SIGKILL else None
+        return rc, _describe(rc, tail, timeout_s, evidence)
+
     if use_forkserver and forkserver.enabled():
         try:
-            rc = forkserver.run(args, env, lock_dir, timeout_s, on_output, warm_key=warm_key)
-            return rc, _describe(rc, tail, timeout_s)
+            return outcome(forkserver.run(args, env, lock_dir, timeout_s, on_output, warm_key=warm_key,
+                                          on_start=watch))
         except (OSError, RuntimeError) as exc:
             on_output(f"[inferbench] fork server unavailable ({exc}); starting a fresh process\n")
-    rc = _run_subprocess([sys.executable, "-m", "inferbench", *args], timeout_s, env, on_output)
-    return rc, _describe(rc, tail, timeout_s)
+    return outcome(_run_subprocess([sys.executable, "-m", "inferbench", *args], timeout_s, env, on_output, watch))
 
 
-def _run_subprocess(argv, timeout_s, env, on_output) -> int | None:
+def _run_subprocess(argv, timeout_s, env, on_output, on_start) -> int | None:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1)
+    on_start(proc.pid)
 
     def pump():
         for line in proc.stdout:

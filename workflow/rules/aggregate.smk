@@ -7,13 +7,13 @@ rule aggregate:
         CONDA_ENV
     input:
         shards=all_shards(),
-        code=[str(PKG / "commands/aggregate.py"), str(PKG / "shard.py"), str(PKG / "schema.py")],
+        code=[str(PKG / f) for f in ("commands/aggregate.py", "shardcheck.py", "shard.py", "schema.py")],
     output:
         summary=f"{RESULTS}/summary.parquet",
     log:
         f"{RESULTS}/logs/aggregate.log",
     shell:
-        "python -m inferbench aggregate --shards {input.shards} --out {output.summary} > {log} 2>&1"
+        "python -m inferbench aggregate --shards {input.shards:q} --out {output.summary:q} > {log:q} 2>&1"
 
 
 rule tables:
@@ -34,8 +34,8 @@ rule tables:
     log:
         f"{RESULTS}/logs/tables/{{resolution}}.log",
     shell:
-        "python -m inferbench tables --summary {input.summary} --resolution {wildcards.resolution} "
-        "--csv {output.csv} --md {output.md} --html {output.html} > {log} 2>&1"
+        "python -m inferbench tables --summary {input.summary:q} --resolution {wildcards.resolution:q} "
+        "--csv {output.csv:q} --md {output.md:q} --html {output.html:q} > {log:q} 2>&1"
 
 
 rule figures_per_resolution:
@@ -66,11 +66,13 @@ rule figures_per_resolution:
             subcategory="{resolution} px",
             labels={"figure": "memory", "resolution": "{resolution} px"},
         ),
+    params:
+        outdir=lambda wc, output: os.path.dirname(output.throughput),
     log:
         f"{RESULTS}/logs/figures/{{resolution}}.log",
     shell:
-        "python -m inferbench figures --summary {input.summary} --resolution {wildcards.resolution} "
-        "--kind throughput --kind latency --kind gpu_memory --outdir $(dirname {output.throughput}) > {log} 2>&1"
+        "python -m inferbench figures --summary {input.summary:q} --resolution {wildcards.resolution:q} "
+        "--kind throughput --kind latency --kind gpu_memory --outdir {params.outdir:q} > {log:q} 2>&1"
 
 
 rule figures_overall:
@@ -86,8 +88,10 @@ rule figures_overall:
                       category="Figures", subcategory="all resolutions", labels={"figure": "throughput vs memory"}),
         scaling=report(f"{RESULTS}/figures/scaling.png", caption="../report/scaling.rst",
                        category="Figures", subcategory="all resolutions", labels={"figure": "scaling"}),
+    params:
+        outdir=lambda wc, output: os.path.dirname(output.heatmap),
     log:
         f"{RESULTS}/logs/figures/overall.log",
     shell:
-        "python -m inferbench figures --summary {input.summary} --kind speedup_heatmap --kind throughput_vs_memory "
-        "--kind scaling --outdir $(dirname {output.heatmap}) > {log} 2>&1"
+        "python -m inferbench figures --summary {input.summary:q} --kind speedup_heatmap --kind throughput_vs_memory "
+        "--kind scaling --outdir {params.outdir:q} > {log:q} 2>&1"

@@ -29,6 +29,8 @@ rule benchmark_cell:
         # A GPU cell takes one GPU (and one core); a CPU cell takes every core (`threads`), so
         # nothing runs beside it. `gpu` is also what the SLURM executor asks for (--gpus).
         gpu=lambda wc: 1 if wc.device == "cuda" else 0,
+    # Every placeholder quoted (:q); `--artifact=` keeps an empty value (no artifact) one argument.
     shell:
-        "python -m inferbench cell --spec {params.spec:q} --artifact '{params.artifact}' "
-        "--lock-dir {params.lock_dir} --reference-cache {params.reference_cache} --out {output.shard} > {log} 2>&1"
+        "python -m inferbench cell --spec {params.spec:q} --artifact={params.artifact:q} "
+        "--lock-dir {params.lock_dir:q} --reference-cache {params.reference_cache:q} --out {output.shard:q} "
+        "> {log:q} 2>&1"

@@ -48,6 +48,22 @@ envvars:
     "INFERBENCH_CONFIG_SHA256",
     "INFERBENCH_GIT_COMMIT",
 RESOLVED_CONFIG_YAML = yaml.safe_dump(config, sort_keys=False)
+
+
+# One run at a time per results folder, also across checkouts (Snakemake's own lock covers only
+# its working directory). Taken when jobs are about to run (not for dry runs or --summary), by the
+# main Snakemake process, and held until it exits.
+onstart:
+    from inferbench import runlock
+
+    try:
+        RESULTS_LOCK.append(runlock.hold(RESULTS))
+    except UserError as _exc:
+        raise WorkflowError(str(_exc))
+
+
+RESULTS_LOCK = []  # the open lock file: kept referenced for the life of the run
+
 # Does this run put the export and benchmark jobs in the image (--use-singularity, --use-apptainer,
 # --sdm apptainer)? Without it Snakemake ignores `container:` and runs them on the host.
 from snakemake.settings.types import DeploymentMethod
@@ -81,8 +97,9 @@ def all_cores():
 # so they are listed as inputs.
 CORE_MEASUREMENT_CODE = [str(PKG / f) for f in (
     "cellrun.py", "reference.py", "timing.py", "stats.py", "telemetry/gpu.py", "telemetry/host.py", "commands/cell.py",
-    "backends/base.py", "models.py", "isolation.py", "devices.py")]
-EXPORT_CODE = [str(PKG / f) for f in ("commands/export.py", "backends/base.py", "models.py", "isolation.py")]
+    "backends/base.py", "models.py", "isolation.py", "oomwatch.py", "devices.py")]
+EXPORT_CODE = [str(PKG / f) for f in ("commands/export.py", "backends/base.py", "models.py", "isolation.py",
+                                      "oomwatch.py")]
 TORCH_HELPERS = str(PKG / "backends" / "torch_common.py")
 
 
@@ -157,4 +174,8 @@ def report_targets():
 
 
 def all_targets():
-    return [f"{RESULTS}/summary.parquet"] + table_targets() + figure_targets() + report_targets()
+    # Every shard is a target of its own, not only an input of the summary: Snakemake does not look
+    # for the missing inputs of an output that is up to date, so a deleted shard would otherwise
+    # never be measured again ("Nothing to be done"). As a target it is, and being newer than the
+    # summary it then redoes the summary and everything made from it.
+    return all_shards() + [f"{RESULTS}/summary.parquet"] + table_targets() + figure_targets() + report_targets()

@@ -20,4 +20,4 @@ rule export_artifact:
         # above takes every core, so an export never runs beside a timed cell
         gpu=lambda wc: 1 if export_device(wc) == "cuda" else 0,
     shell:
-        "python -m inferbench export --spec {params.spec:q} --out {output.manifest} > {log} 2>&1"
+        "python -m inferbench export --spec {params.spec:q} --out {output.manifest:q} > {log:q} 2>&1"

@@ -11,7 +11,7 @@ rule resolved_config:
     log:
         f"{RESULTS}/logs/resolved_config.log",
     shell:
-        "printf '%s' {params.text:q} > {output} 2> {log}"
+        "printf '%s' {params.text:q} > {output:q} 2> {log:q}"
 
 
 rule report:
@@ -33,9 +33,9 @@ rule report:
     log:
         f"{RESULTS}/logs/report.log",
     shell:
-        "python -m inferbench report --summary {input.summary} --figures-dir {params.figures_dir} "
-        "--tables-dir {params.tables_dir} --config {input.config} --harness-check {input.harness_check:q} "
-        "--html {output.html} --md {output.md} > {log} 2>&1"
+        "python -m inferbench report --summary {input.summary:q} --figures-dir {params.figures_dir:q} "
+        "--tables-dir {params.tables_dir:q} --config {input.config:q} --harness-check {input.harness_check:q} "
+        "--html {output.html:q} --md {output.md:q} > {log:q} 2>&1"
 
 
 rule archive:
@@ -53,4 +53,5 @@ rule archive:
     log:
         f"{RESULTS}/logs/archive.log",
     shell:
-        "python -m inferbench archive --results {params.results} --run-id {params.run_id} --out {output} > {log} 2>&1"
+        "python -m inferbench archive --results {params.results:q} --run-id {params.run_id:q} --out {output:q} "
+        "> {log:q} 2>&1"

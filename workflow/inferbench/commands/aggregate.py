@@ -1,4 +1,4 @@
-"""Concatenate every cell's shard into one summary Parquet file."""
+"""Check every cell's shard (inferbench.shardcheck) and concatenate them into one summary Parquet file."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ def add_arguments(p):
 def run(args) -> int:
     import pyarrow.parquet as pq
 
-    from inferbench.shard import read_shards
+    from inferbench.shardcheck import read_checked
 
-    table = read_shards(args.shards)
+    table = read_checked(args.shards)
     pq.write_table(table, args.out)
     counts = {}
     for s in table.column("status").to_pylist():

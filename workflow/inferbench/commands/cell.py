@@ -143,9 +143,18 @@ def run_isolated(args, spec, started_at: float) -> int:
         os.replace(tmp, args.out)
         return 0
     Path(tmp).unlink(missing_ok=True)
+    from inferbench.isolation import failure_status, stopped_from_outside
     from inferbench.shard import write_shard
 
-    status = "oom" if "OOM killer" in how or "out of memory" in how.lower() else "error"
+    if stopped_from_outside(rc, how):
+        # No shard for a worker someone killed (kill -9, a scheduler, a shutdown): the kill says
+        # nothing about the cell, and a shard would record it as the cell's result for good, since
+        # Snakemake reruns only cells whose shard is missing. Without one this job fails, the sweep
+        # goes on with the other cells (keep-going), and the next run measures this cell again.
+        # A real OOM kill (inferbench.oomwatch) is the cell's own outcome and is recorded as `oom`.
+        print(f"[inferbench cell] error: {how}. No shard written: the cell was stopped, not measured; "
+              "run snakemake again to measure it.", file=sys.stderr, flush=True)
+        return 1
     base = dict(base_row(spec), **job_times(started_at, gpu_wait_s))
-    write_shard(rows_with(spec, base, status, how or "the worker wrote no shard"), args.out)
+    write_shard(rows_with(spec, base, failure_status(rc, how), how or "the worker wrote no shard"), args.out)
     return 0

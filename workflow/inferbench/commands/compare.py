@@ -13,7 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--noise-k", type=float, default=2.0,
                         help="a change must exceed k times the combined 95%% CI of the two medians (default 2)")
     parser.add_argument("--fail-on-regression", action="store_true",
-                        help="exit 1 if any cell is slower beyond noise or broke (ok -> oom/error)")
+                        help="exit 1 if any cell is slower beyond noise, broke (ok -> skipped/oom/error) "
+                             "or is missing from NEW")
     parser.add_argument("--csv", help="also write the per-cell comparison here")
 
 
@@ -29,6 +30,6 @@ def run(args) -> int:
     if args.csv:
         table.to_csv(args.csv, index=False)
     if args.fail_on_regression and compare.has_regression(table, counts):
-        print("regression: at least one cell is slower beyond its noise, or broke")
+        print("regression: at least one cell is slower beyond its noise, broke, or is missing from NEW")
         return 1
     return 0
