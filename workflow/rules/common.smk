@@ -1,5 +1,6 @@
 # Config -> validated config, the list of cells, and the path helpers. Every other rule file
 # stays declarative.
+import functools
 import os
 import sys
 
@@ -12,7 +13,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from inferbench.backends import KNOWN_BACKENDS, load_backend, source_file
 from inferbench.config import Cell, cells, config_sha256, load_config
 from inferbench.errors import UserError
-from inferbench.spec import artifact_key_for, cell_spec_for, export_spec_for, variant_name
+from inferbench.spec import artifact_key_for, cell_spec_for, export_spec_for, known_skip, variant_name
 
 try:
     _resolved = load_config(dict(config))
@@ -122,10 +123,39 @@ def export_spec(wc):
     return EXPORTS[f"{RESULTS}/artifacts/{wc.model}/{wc.backend}/{wc.variant}.json"].to_json()
 
 
+# Export only what will run. An artifact is left out when the cell that loads it will be skipped
+# for a reason known now, on the machine the jobs run on: then the cell job records the same
+# reason without it (commands/cell.py asks the same questions). Decided when the DAG is built,
+# not when this file is read, because only then is the executor known.
+@functools.cache
+def pruning():
+    """None: export everything. Else whether facts about the Python environment (is TensorRT
+    installed?) may prune too, besides facts about the machine (is a CUDA device visible?)."""
+    if not workflow.local_exec or workflow.remote_exec:
+        # a cluster: the DAG is built on a login node, the jobs run on other (GPU) nodes
+        return None
+    # In the image, the host's Python libraries say nothing; its GPUs are the job's (--nv).
+    return {"libraries": not IN_CONTAINER}
+
+
+@functools.cache
+def cuda_visible():
+    from inferbench.devices import cuda_device_count
+
+    return cuda_device_count() > 0
+
+
+def will_skip(cell):
+    how = pruning()
+    if how is None:
+        return None
+    return known_skip(cell, config["backends"].get(cell.backend), cuda_visible, libraries=how["libraries"])
+
+
 def cell_inputs(wc):
     cell = cell_of(wc)
     inputs = {"code": CORE_MEASUREMENT_CODE + backend_code(cell.backend)}
-    if cell in CELL_ARTIFACT:
+    if cell in CELL_ARTIFACT and not will_skip(cell):
         inputs["artifact"] = CELL_ARTIFACT[cell]
     return inputs
 
