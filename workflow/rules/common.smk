@@ -55,12 +55,18 @@ from snakemake.settings.types import DeploymentMethod
 
 _deployment = getattr(getattr(workflow, "deployment_settings", None), "deployment_method", None) or ()
 IN_CONTAINER = DeploymentMethod.APPTAINER in _deployment
+BUILD_HINT = ("Build the image with `bash docker/build.sh` (needs Docker and Apptainer; it writes "
+              "images/inferbench_<version>.sif, the default `container:`), or point `container:` at an image: "
+              "--config container=/path/to/inferbench.sif or container=docker://REGISTRY/inferbench:TAG.")
 if IN_CONTAINER and not config.get("container"):
     raise WorkflowError(
         "--use-singularity (--use-apptainer) is on, but the config has `container: null`, so the export and "
-        "benchmark jobs would run on the host. Set `container:` to the image, e.g. "
-        "--config container=/path/to/inferbench_0.1.0-ngc26.02.sif or "
-        "container=docker://REGISTRY/inferbench:0.1.0-ngc26.02, or leave out --use-singularity."
+        f"benchmark jobs would run on the host. {BUILD_HINT} Or leave out --use-singularity."
+    )
+if IN_CONTAINER and "://" not in config["container"] and not os.path.isfile(config["container"]):
+    raise WorkflowError(
+        f"--use-singularity (--use-apptainer) is on, but the image {config['container']} (`container:` in the "
+        f"config) does not exist (looked in {os.getcwd()}). {BUILD_HINT}"
     )
 # The image the jobs run in, recorded in every shard; none when they run on the host.
 if IN_CONTAINER:
