@@ -18,7 +18,7 @@ from inferbench.spec import artifact_key_for, cell_spec_for, export_spec_for, kn
 try:
     _resolved = load_config(dict(config))
 except UserError as _exc:
-    raise WorkflowError(f"{_exc}\nFix the config (see README.md, 'Config reference') and run again.")
+    raise WorkflowError(f"{_exc}\nFix the config (see README.md, 'Configuration', and workflow/schemas/config.schema.yaml) and run again.")
 config.clear()
 config.update(_resolved)
 
