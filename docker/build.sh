@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Build the inferbench GPU image with Docker, then convert it to an Apptainer SIF.
+# Build the inferbench GPU image with Docker, then convert it to an Apptainer SIF at
+# images/inferbench_<IMAGE_VERSION>.sif, the path `container:` in config.yaml names by default,
+# so that `snakemake --cores 1 --use-singularity` then needs no --config.
 #
 # Every KEY=VALUE of envs/versions.env is passed as --build-arg, so that file is the one
 # place versions are changed. The build context is a temporary copy holding only what the
@@ -31,7 +33,8 @@ usage() {
 Usage: docker/build.sh [options] [IMAGE[:TAG]]
 
 Build the inferbench GPU image (docker build, with every KEY=VALUE of envs/versions.env
-as --build-arg) and convert it to an Apptainer image inferbench_<TAG>.sif.
+as --build-arg) and convert it to an Apptainer image images/inferbench_<TAG>.sif, the
+path that container: in config.yaml names by default.
 
 Arguments:
   IMAGE[:TAG]        image reference to build (default: IMAGE_NAME:IMAGE_VERSION from
@@ -39,7 +42,8 @@ Arguments:
                      gets IMAGE_VERSION as tag. Do not use 'latest'.
 
 Options:
-  --sif-dir DIR      where to write inferbench_<TAG>.sif (default: current directory)
+  --sif-dir DIR      where to write inferbench_<TAG>.sif (default: images/ in this checkout;
+                     elsewhere, run Snakemake with --config container=DIR/inferbench_<TAG>.sif)
   --no-sif           only build the Docker image; skip the Apptainer conversion
   --no-cache         pass --no-cache to docker build
   --print-args       print the docker build command and exit without building
@@ -54,7 +58,7 @@ Push to a registry afterwards (see the header of this script for details):
   apptainer push inferbench_TAG.sif library://USER/inferbench/inferbench:TAG
 
 Example:
-  docker/build.sh                       # inferbench:<IMAGE_VERSION> + ./inferbench_<IMAGE_VERSION>.sif
+  docker/build.sh                       # inferbench:<IMAGE_VERSION> + images/inferbench_<IMAGE_VERSION>.sif
   docker/build.sh --sif-dir /data/images myregistry.example.org/ml/inferbench:0.1.0-ngc26.02
 EOF
 }
@@ -64,7 +68,7 @@ die() {
     exit 1
 }
 
-sif_dir="."
+sif_dir="${REPO_ROOT}/images"
 make_sif=1
 print_only=0
 no_cache=()
@@ -197,6 +201,11 @@ if [[ "${make_sif}" -eq 1 ]]; then
     echo "build.sh: converting ${image} to ${sif_path}" >&2
     apptainer build "${sif_path}" "docker-daemon://${image}"
     echo "build.sh: done: docker image ${image}, Apptainer image ${sif_path}" >&2
+    if [[ "$(cd "$(dirname "${sif_path}")" && pwd)/$(basename "${sif_path}")" == "${REPO_ROOT}/images/inferbench_${versions[IMAGE_VERSION]}.sif" ]]; then
+        echo "build.sh: config.yaml's container: names this file; run: snakemake --cores 1 --use-singularity" >&2
+    else
+        echo "build.sh: run: snakemake --cores 1 --use-singularity --config container=${sif_path}" >&2
+    fi
 else
     echo "build.sh: done: docker image ${image} (no SIF: --no-sif)" >&2
 fi

@@ -275,3 +275,18 @@ def test_dockerfile_hadolint():
         [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_container_is_where_build_sh_writes_the_image():
+    """`docker/build.sh` then `snakemake --cores 1 --use-singularity` needs no --config."""
+    values = read_versions_env()
+    want = f"images/inferbench_{values['IMAGE_VERSION']}.sif"
+    assert yaml.safe_load((ROOT / "config.yaml").read_text())["container"] == want
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["container"]["default"] == want
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash not found")
+    result = subprocess.run([bash, str(BUILD_SH), "--print-args"], capture_output=True, text=True, cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert f"apptainer build {ROOT / want} " in result.stdout, result.stdout

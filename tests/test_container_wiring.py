@@ -1,25 +1,25 @@
 """WIRING test of `snakemake --cores 1 --use-singularity` -- not a test of the image.
 
-No container runtime exists on CI (no Docker engine, no Apptainer), and the GPU image
-(docker/Dockerfile) has never been built there. So this checks the wiring only: that the
-REAL Snakemake, run as the users type it from a checkout (profiles/default is picked up
-automatically), sends every `export_artifact` and `benchmark_cell` job through
-`apptainer exec` with `--nv`, the configured image and the environment the jobs need,
-and runs the aggregation/report rules on the host.
+No container runtime exists on CI (no Docker engine, no Apptainer), so this checks the wiring
+only: that, after `docker/build.sh` has written the image to its default path, the REAL
+Snakemake, run exactly as a user types it from a checkout (no --config: config.yaml's
+`container:` names that path, profiles/default is picked up automatically), sends every
+`export_artifact` and `benchmark_cell` job through `apptainer exec` with `--nv`, that image and
+the environment the jobs need, and runs the aggregation/report rules on the host.
 
-tests/fake_apptainer/apptainer stands in for Apptainer (first on PATH, also as
-`singularity`): it answers `--version`, fakes `pull`/`build` with placeholder files,
-records every call as one JSON line, and runs the inner command of `apptainer exec` on the
-HOST with the host's Python. What runs inside the real image (torch, onnxruntime-gpu,
-/usr/local/bin/inferbench) is NOT exercised here.
+tests/fake_apptainer/ holds stand-ins, first on PATH: `apptainer` (also as `singularity`)
+answers `--version`, fakes `pull`/`build` with placeholder files, records every call as one
+JSON line, and runs the inner command of `apptainer exec` on the HOST with the host's Python;
+`docker` answers `info` and builds nothing. What runs inside the real image (torch,
+onnxruntime-gpu, /usr/local/bin/inferbench) is NOT exercised here.
 
-Also checked: the same tiny sweep without --use-singularity, on a machine without
-apptainer, runs everything on the host. Run with `-s` to see the exact exec lines.
+Also checked: without --use-singularity, with no image built and no apptainer, the same sweep
+runs everything on the host; with it but without the image, Snakemake stops with a message that
+says how to build it. Run with `-s` to see the exact exec lines.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -33,9 +33,10 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAND_IN = REPO / "tests" / "fake_apptainer" / "apptainer"
+STAND_INS = REPO / "tests" / "fake_apptainer"
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 IMAGE_URL = "docker://example.org/inferbench:0.1.0-wiring-test"
+DEFAULT = object()  # keep config.yaml's `container:`
 
 pytestmark = pytest.mark.slow
 
@@ -47,13 +48,19 @@ HOST_RULE_COMMANDS = ("aggregate", "tables", "figures", "report", "archive")
 # helpers
 
 
-def make_checkout(dest: Path, container: str | None) -> Path:
-    """A scratch copy of the repository (what a user has on the GPU host) plus tiny.yaml."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".snakemake", "results")
+def default_image() -> str:
+    """Where docker/build.sh writes the image, which config.yaml's `container:` names."""
+    return yaml.safe_load((REPO / "config.yaml").read_text())["container"]
+
+
+def make_checkout(dest: Path, container=DEFAULT) -> Path:
+    """A scratch copy of the repository (what a user has on the GPU host) whose config.yaml is
+    shrunk to a tiny sweep, so that plain `snakemake` runs it."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".snakemake", "results", "images")
     dest.mkdir(parents=True)
-    for name in ("Snakefile", "config.yaml"):
+    for name in ("Snakefile", "pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, dest / name)
-    for name in ("workflow", "profiles", "envs"):
+    for name in ("workflow", "profiles", "envs", "docker"):
         shutil.copytree(REPO / name, dest / name, ignore=ignore)
     cfg = yaml.safe_load(TINY.read_text())
     # Keep it fast on 2 cores: one resolution, one batch, CPU only, two backends
@@ -66,16 +73,16 @@ def make_checkout(dest: Path, container: str | None) -> Path:
         backends={"pytorch": {}, "onnxruntime": {}},
         per_device={"cpu": {"backends": ["pytorch", "onnxruntime"], "precisions": ["fp32"]}},
         results_dir="results",
-        container=container,
+        container=default_image() if container is DEFAULT else container,
     )
-    (dest / "tiny.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (dest / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return dest
 
 
 def fake_bin(dest: Path) -> Path:
     dest.mkdir(parents=True)
-    for name in ("apptainer", "singularity"):
-        shutil.copy2(STAND_IN, dest / name)
+    for name, source in (("apptainer", "apptainer"), ("singularity", "apptainer"), ("docker", "docker")):
+        shutil.copy2(STAND_INS / source, dest / name)
         (dest / name).chmod(0o755)
     return dest
 
@@ -144,12 +151,17 @@ def read_shard_rows(shard: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def apptainer_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("wiring")
-    checkout = make_checkout(root / "checkout", container=IMAGE_URL)
+    checkout = make_checkout(root / "checkout")
     bin_dir = fake_bin(root / "fakebin")
     log = root / "fake-apptainer.jsonl"
     env = base_env([bin_dir])
     env["FAKE_APPTAINER_LOG"] = str(log)
-    proc = run_snakemake(checkout, env, "--cores", "1", "--use-singularity", "--configfile", "tiny.yaml")
+    build = subprocess.run(["bash", "docker/build.sh"], cwd=checkout, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert build.returncode == 0, build.stderr
+    assert (checkout / default_image()).is_file(), build.stderr  # where config.yaml looks
+    assert "snakemake --cores 1 --use-singularity\n" in build.stderr, build.stderr  # it says what to run next
+    proc = run_snakemake(checkout, env, "--cores", "1", "--use-singularity")
     calls = read_calls(log)
     execs = [c for c in calls if c.get("subcommand") == "exec"]
     exec_lines = "\n".join(shlex.join(c["argv"]) for c in execs)
@@ -173,16 +185,15 @@ def test_containerised_rules_go_through_apptainer_exec_with_nv_and_the_image(app
     assert by_sub["cell"] == shards, f"every benchmark_cell job via apptainer exec:\n{lines}"
     assert len(r["execs"]) == len(manifests) + len(shards), f"nothing else in a container:\n{lines}"
 
-    # Snakemake pulls docker:// once into .snakemake/singularity/<md5 of the URL>.simg
-    image = r["checkout"] / ".snakemake" / "singularity" / (hashlib.md5(IMAGE_URL.encode()).hexdigest() + ".simg")
-    pulls = [c for c in r["calls"] if c.get("subcommand") == "pull"]
-    assert [(c["uri"], c["target"]) for c in pulls] == [(IMAGE_URL, str(image))], pulls
+    # the built image, used in place: nothing pulled
+    assert not [c for c in r["calls"] if c.get("subcommand") == "pull"]
+    image = r["checkout"] / default_image()
     for call in r["execs"]:
         argv = call["argv"]
         options = call["options"]
         assert argv[1] == "exec", f"{shlex.join(argv)}\n--- all exec lines ---\n{lines}"
         assert ["--nv", None] in options, f"--nv missing: {shlex.join(argv)}\n--- all exec lines ---\n{lines}"
-        assert call["image"] == str(image), f"wrong image: {shlex.join(argv)}\n--- all ---\n{lines}"
+        assert (r["checkout"] / call["image"]).resolve() == image.resolve(), f"wrong image: {shlex.join(argv)}\n{lines}"
         assert ["--home", str(r["checkout"])] in options, shlex.join(argv)  # mounts the checkout
         assert ["--env", "PYTHONPATH=workflow"] in options, shlex.join(argv)  # the checkout's code
         assert call["cwd"] == str(r["checkout"]), call["cwd"]
@@ -208,7 +219,7 @@ def test_run_identity_reaches_the_containerised_jobs(apptainer_run):
     for call in r["execs"]:
         env = call["env"]
         assert env["INFERBENCH_RUN_ID"] and env["INFERBENCH_CONFIG_SHA256"], (env, shlex.join(call["argv"]))
-        assert env["INFERBENCH_CONTAINER_IMAGE"] == IMAGE_URL, (env, shlex.join(call["argv"]))
+        assert env["INFERBENCH_CONTAINER_IMAGE"] == default_image(), (env, shlex.join(call["argv"]))
         assert env["PYTHONPATH"] == "workflow", env
         run_ids.add((env["INFERBENCH_RUN_ID"], env["INFERBENCH_CONFIG_SHA256"]))
     assert len(run_ids) == 1, run_ids
@@ -225,7 +236,7 @@ def test_shards_record_the_container_image(apptainer_run):
         rows = read_shard_rows(shard)
         assert rows, shard
         for row in rows:
-            assert row["container_image"] == IMAGE_URL, (shard, row.get("container_image"))
+            assert row["container_image"] == default_image(), (shard, row.get("container_image"))
             assert row["run_id"] == run_id and row["config_sha256"] == sha, (shard, row["run_id"])
 
 
@@ -234,11 +245,13 @@ def test_shards_record_the_container_image(apptainer_run):
 
 
 def test_without_use_singularity_runs_on_the_host_without_apptainer(tmp_path):
-    checkout = make_checkout(tmp_path / "checkout", container=None)
+    """The default config names an image that was never built: a plain run does not need it."""
+    checkout = make_checkout(tmp_path / "checkout")
+    assert not (checkout / default_image()).exists()
     env = base_env([])
     assert shutil.which("apptainer", path=env["PATH"]) is None, "this test needs a PATH without apptainer"
     assert shutil.which("singularity", path=env["PATH"]) is None
-    run_snakemake(checkout, env, "--cores", "1", "--configfile", "tiny.yaml")
+    run_snakemake(checkout, env, "--cores", "1")
     results = checkout / "results"
     shards = sorted((results / "shards").rglob("*.parquet"))
     assert len(shards) == 2, shards
@@ -252,7 +265,7 @@ def test_without_use_singularity_runs_on_the_host_without_apptainer(tmp_path):
 def test_container_configured_but_not_used_records_no_image(tmp_path):
     checkout = make_checkout(tmp_path / "checkout", container=IMAGE_URL)
     env = base_env([])
-    run_snakemake(checkout, env, "--cores", "1", "--configfile", "tiny.yaml", "--until", "benchmark_cell")
+    run_snakemake(checkout, env, "--cores", "1", "--until", "benchmark_cell")
     shards = sorted((checkout / "results" / "shards").rglob("*.parquet"))
     assert len(shards) == 2, shards
     for shard in shards:
@@ -260,10 +273,19 @@ def test_container_configured_but_not_used_records_no_image(tmp_path):
             assert row["container_image"] is None, (shard, row["container_image"])
 
 
+def test_use_singularity_without_the_image_says_how_to_build_it(tmp_path):
+    checkout = make_checkout(tmp_path / "checkout")
+    env = base_env([fake_bin(tmp_path / "fakebin")])
+    env["FAKE_APPTAINER_LOG"] = str(tmp_path / "fake-apptainer.jsonl")
+    proc = run_snakemake(checkout, env, "--cores", "1", "--use-singularity", "--dry-run", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-2000:]
+    assert default_image() in out and "docker/build.sh" in out and "--config container=" in out, out[-2000:]
+
+
 def test_use_singularity_without_a_container_fails_early(tmp_path):
     checkout = make_checkout(tmp_path / "checkout", container=None)
     env = base_env([fake_bin(tmp_path / "fakebin")])
     env["FAKE_APPTAINER_LOG"] = str(tmp_path / "fake-apptainer.jsonl")
-    proc = run_snakemake(checkout, env, "--cores", "1", "--use-singularity", "--configfile", "tiny.yaml",
-                         "--dry-run", check=False)
+    proc = run_snakemake(checkout, env, "--cores", "1", "--use-singularity", "--dry-run", check=False)
     assert proc.returncode != 0 and "container" in (proc.stdout + proc.stderr), proc.stdout[-2000:]

@@ -65,7 +65,8 @@ def test_cli_writes_csv_md_html(tmp_path, summary):
     assert set(csv["status"]) == {"ok", "skipped", "error"}
     md = (tmp_path / "t.md").read_text()
     assert "| backend·precision·device | batch 1 | batch 8 | batch 64 |" in md
-    assert "★" in md and "skipped [" in md and "TensorRT libraries are not installed" in md
+    assert "★" in md and "error [a]" in md
+    assert "Skipped at every batch size (torch_tensorrt not importable: TensorRT libraries are not installed)" in md
     assert "Details at 224 px" in md
     assert '<td class="best">' in (tmp_path / "t.html").read_text()
 
@@ -78,3 +79,41 @@ def test_unknown_resolution_is_a_user_error(summary):
 def test_missing_summary_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["tables", "--summary", str(tmp_path / "nope.parquet"), "--csv", str(tmp_path / "x")]) == 2
     assert "summary not found" in capsys.readouterr().err
+
+
+def test_rows_skipped_at_every_batch_collapse_into_one_line_per_reason(tmp_path):
+    """On a machine without a GPU every cuda row is skipped: one line under the table says so,
+    instead of rows of "skipped [a]". A row with one skipped cell among ok ones stays a row."""
+    df = synthetic_summary(io_modes=("device", "host"))
+    no_gpu = (df["device"] == "cuda") & (df["backend"] != "pytorch")
+    df.loc[no_gpu, ["status", "reason", "throughput_ips"]] = ["skipped", "no CUDA device", None]
+    one = (df["backend"] == "pytorch") & (df["device"] == "cuda") & (df["precision"] == "fp32") & (df["batch_size"] == 64)
+    df.loc[one, ["status", "reason", "throughput_ips"]] = ["skipped", "one cell skipped", None]
+    tidy = tables.tidy_table(df, 224)
+
+    md = tables.to_markdown(tidy)
+    overview = md.split("## Details")[0]
+    lines = [ln for ln in overview.splitlines() if ln.startswith("- Skipped at every batch size (no CUDA device): ")]
+    assert len(lines) == 1, overview
+    assert "onnxruntime·fp16·cuda·host" in lines[0] and "torchscript·fp32·cuda·device" in lines[0]
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    assert not any(r.startswith("| onnxruntime·fp16·cuda") for r in rows), "collapsed rows are not table rows"
+    assert "no CUDA device" not in "\n".join(rows)
+    assert any(r.startswith("| pytorch·fp32·cuda·device") and "skipped [" in r for r in rows)  # partly skipped: a row
+    assert "[a] skipped: one cell skipped" in md and "no CUDA device\n" not in md
+
+    page = tables.to_html_fragment(tidy)
+    assert page.count("<li>Skipped at every batch size (no CUDA device): ") == 1
+    assert "<td class=\"label\">onnxruntime·fp16·cuda·host</td>" not in page
+
+    # the CSV keeps one row per cell, with its reason
+    tables.write_tables(df, 224, csv_path=tmp_path / "t.csv")
+    csv = pd.read_csv(tmp_path / "t.csv")
+    assert len(csv) == len(tidy) and (csv["reason"] == "no CUDA device").sum() == no_gpu[df["resolution"] == 224].sum()
+
+
+def test_a_resolution_where_nothing_ran_says_so():
+    df = synthetic_summary(devices=("cuda",))
+    df[["status", "reason", "throughput_ips"]] = ["skipped", "no CUDA device", None]
+    md = tables.to_markdown(tables.tidy_table(df, 224))
+    assert tables.NOTHING_RAN in md and "Details at" not in md and "| backend" not in md

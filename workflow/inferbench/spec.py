@@ -86,6 +86,24 @@ def artifact_key_for(config: dict, cell: Cell) -> dict | None:
     return backend.artifact_key(cell, options)
 
 
+def known_skip(cell: Cell, raw_options: dict | None, cuda_visible, libraries: bool = True) -> str | None:
+    """Why `cell` will be skipped, if that is known before anything is exported or loaded:
+    the backend does not support the combination, no CUDA device is visible, or (with
+    `libraries`) the backend's library is not installed. `cuda_visible` is a callable, asked
+    only for CUDA cells. The cell job asks the same questions where it runs (commands/cell.py);
+    the workflow asks them to leave out exports whose every cell would be skipped."""
+    from inferbench.backends import load_backend, missing_library
+    from inferbench.devices import NO_CUDA
+
+    backend = load_backend(cell.backend)
+    reason = backend.unsupported(cell, backend.parse_options(raw_options or {}))
+    if reason:
+        return reason
+    if cell.device == "cuda" and not cuda_visible():
+        return NO_CUDA
+    return missing_library(cell.backend) if libraries else None
+
+
 def export_spec_for(config: dict, backend: str, key: dict) -> ExportSpec:
     from inferbench.backends import load_backend
 

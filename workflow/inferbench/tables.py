@@ -1,7 +1,10 @@
 """Result tables from a summary: a tidy CSV for machines, Markdown and HTML for people.
 
 Every cell of the sweep appears, ok or not: a skipped, oom or failed cell is shown
-with its reason, because "TensorRT could not run here" is itself a result.
+with its reason, because "TensorRT could not run here" is itself a result. In Markdown
+and HTML, a row whose every cell was skipped for one reason (every cuda row on a machine
+without a GPU) is one line under its table, one line per reason, instead of a row that
+repeats "skipped" at every batch size; the CSV keeps one row per cell.
 """
 
 from __future__ import annotations
@@ -187,6 +190,25 @@ def fmt_mb(x) -> str:
 # ---------------------------------------------------------------- reason footnotes
 
 
+def not_run(tidy: pd.DataFrame) -> dict[str, list[str]]:
+    """Rows (series) whose every cell was skipped for one and the same reason: reason -> their
+    labels, in table order. Such rows are shown as one line per reason, not as table rows."""
+    out: dict[str, list[str]] = {}
+    for series, cells in tidy.groupby("series", sort=False):
+        if (cells["status"] == "skipped").all() and cells["reason"].nunique() == 1:
+            out.setdefault(cells["reason"].iloc[0] or "no reason recorded", []).append(series)
+    return out
+
+
+def without_not_run(tidy: pd.DataFrame, collapsed: dict[str, list[str]]) -> pd.DataFrame:
+    gone = {s for labels in collapsed.values() for s in labels}
+    return tidy[~tidy["series"].isin(gone)]
+
+
+def not_run_lines(collapsed: dict[str, list[str]]) -> list[str]:
+    return [f"Skipped at every batch size ({reason}): {', '.join(labels)}." for reason, labels in collapsed.items()]
+
+
 def reason_keys(tidy: pd.DataFrame) -> dict[str, str]:
     """Each distinct non-ok reason gets a short footnote key: a, b, c, ..."""
     reasons = tidy.loc[tidy["status"] != "ok", ["status", "reason"]].drop_duplicates()
@@ -259,11 +281,21 @@ def details_frame(tidy: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
 
 
 def _groups(tidy: pd.DataFrame):
-    """(title, frame) per model and resolution, in order."""
+    """(title, cells shown in rows, rows collapsed into lines) per model and resolution, in order."""
     multi_model = tidy["model"].nunique() > 1
     for (model, resolution), part in tidy.groupby(["model", "resolution"], sort=False):
         title = f"{resolution} px" + (f" — {model}" if multi_model else f" ({model})")
-        yield title, part
+        collapsed = not_run(part)
+        yield title, without_not_run(part, collapsed), collapsed
+
+
+def _shown(tidy: pd.DataFrame) -> pd.DataFrame:
+    """The cells shown in table rows (footnote keys are only for those)."""
+    parts = [shown for _, shown, _ in _groups(tidy)]
+    return pd.concat(parts) if parts else tidy
+
+
+NOTHING_RAN = "No cell at this resolution ran."
 
 
 def notes(keys: dict[str, str]) -> list[str]:
@@ -292,15 +324,19 @@ def _md_escape(text: str) -> str:
 def to_markdown(tidy: pd.DataFrame, heading_level: int = 2) -> str:
     """Overview (throughput per batch size) then details, per resolution."""
     h = "#" * heading_level
-    keys = reason_keys(tidy)
+    keys = reason_keys(_shown(tidy))
     parts = []
-    for title, part in _groups(tidy):
+    for title, shown, collapsed in _groups(tidy):
         parts.append(f"{h} Throughput (images/s) at {title}\n")
-        parts.append(markdown_table(overview_frame(part, keys)) + "\n")
+        parts.append((markdown_table(overview_frame(shown, keys)) if len(shown) else NOTHING_RAN) + "\n")
+        if collapsed:
+            parts.append("\n".join(f"- {line}" for line in not_run_lines(collapsed)) + "\n")
     parts.append("\n".join(f"- {line}" for line in notes(keys)) + "\n")
-    for title, part in _groups(tidy):
+    for title, shown, _ in _groups(tidy):
+        if not len(shown):
+            continue
         parts.append(f"{h} Details at {title}\n")
-        for batch, cells in part.groupby("batch_size", sort=True):
+        for batch, cells in shown.groupby("batch_size", sort=True):
             parts.append(f"{h}# Batch size {int(batch)}\n")
             parts.append(markdown_table(details_frame(cells, keys), index=False) + "\n")
     return "\n".join(parts)
@@ -317,6 +353,7 @@ table.ib td.label, table.ib th.label { text-align: left; }
 table.ib td.best { background: #d9f2d9; font-weight: bold; }
 table.ib td.notok { color: #888; background: #fafafa; }
 ul.notes { font-size: 13px; color: #444; }
+ul.notrun { font-size: 13px; color: #666; margin-top: -0.6em; }
 """
 
 
@@ -347,15 +384,21 @@ def html_table(frame: pd.DataFrame, best_mask=None, index_label: str | None = No
 def to_html_fragment(tidy: pd.DataFrame, heading_level: int = 2) -> str:
     """The same content as the Markdown, as HTML without <html>/<head>, for embedding."""
     h, hd = f"h{heading_level}", f"h{heading_level + 1}"
-    keys = reason_keys(tidy)
+    keys = reason_keys(_shown(tidy))
     parts = []
-    for title, part in _groups(tidy):
+    for title, shown, collapsed in _groups(tidy):
         parts.append(f"<{h}>Throughput (images/s) at {html.escape(title)}</{h}>")
-        parts.append(html_table(overview_frame(part, keys), index_label="series"))
+        parts.append(html_table(overview_frame(shown, keys), index_label="series") if len(shown)
+                     else f"<p>{NOTHING_RAN}</p>")
+        if collapsed:
+            parts.append('<ul class="notrun">' + "".join(f"<li>{html.escape(line)}</li>"
+                                                         for line in not_run_lines(collapsed)) + "</ul>")
     parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in notes(keys)) + "</ul>")
-    for title, part in _groups(tidy):
+    for title, shown, _ in _groups(tidy):
+        if not len(shown):
+            continue
         parts.append(f"<details><summary>Details at {html.escape(title)}</summary>")
-        for batch, cells in part.groupby("batch_size", sort=True):
+        for batch, cells in shown.groupby("batch_size", sort=True):
             parts.append(f"<{hd}>Batch size {int(batch)}</{hd}>")
             parts.append(html_table(details_frame(cells, keys)))
         parts.append("</details>")

@@ -1,5 +1,6 @@
 # Config -> validated config, the list of cells, and the path helpers. Every other rule file
 # stays declarative.
+import functools
 import os
 import sys
 
@@ -12,12 +13,12 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from inferbench.backends import KNOWN_BACKENDS, load_backend, source_file
 from inferbench.config import Cell, cells, config_sha256, load_config
 from inferbench.errors import UserError
-from inferbench.spec import artifact_key_for, cell_spec_for, export_spec_for, variant_name
+from inferbench.spec import artifact_key_for, cell_spec_for, export_spec_for, known_skip, variant_name
 
 try:
     _resolved = load_config(dict(config))
 except UserError as _exc:
-    raise WorkflowError(f"{_exc}\nFix the config (see README.md, 'Config reference') and run again.")
+    raise WorkflowError(f"{_exc}\nFix the config (see README.md, 'Configuration', and workflow/schemas/config.schema.yaml) and run again.")
 config.clear()
 config.update(_resolved)
 
@@ -70,12 +71,18 @@ from snakemake.settings.types import DeploymentMethod
 
 _deployment = getattr(getattr(workflow, "deployment_settings", None), "deployment_method", None) or ()
 IN_CONTAINER = DeploymentMethod.APPTAINER in _deployment
+BUILD_HINT = ("Build the image with `bash docker/build.sh` (needs Docker and Apptainer; it writes "
+              "images/inferbench_<version>.sif, the default `container:`), or point `container:` at an image: "
+              "--config container=/path/to/inferbench.sif or container=docker://REGISTRY/inferbench:TAG.")
 if IN_CONTAINER and not config.get("container"):
     raise WorkflowError(
         "--use-singularity (--use-apptainer) is on, but the config has `container: null`, so the export and "
-        "benchmark jobs would run on the host. Set `container:` to the image, e.g. "
-        "--config container=/path/to/inferbench_0.1.0-ngc26.02.sif or "
-        "container=docker://REGISTRY/inferbench:0.1.0-ngc26.02, or leave out --use-singularity."
+        f"benchmark jobs would run on the host. {BUILD_HINT} Or leave out --use-singularity."
+    )
+if IN_CONTAINER and "://" not in config["container"] and not os.path.isfile(config["container"]):
+    raise WorkflowError(
+        f"--use-singularity (--use-apptainer) is on, but the image {config['container']} (`container:` in the "
+        f"config) does not exist (looked in {os.getcwd()}). {BUILD_HINT}"
     )
 # The image the jobs run in, recorded in every shard; none when they run on the host.
 if IN_CONTAINER:
@@ -139,10 +146,39 @@ def export_spec(wc):
     return EXPORTS[f"{RESULTS}/artifacts/{wc.model}/{wc.backend}/{wc.variant}.json"].to_json()
 
 
+# Export only what will run. An artifact is left out when the cell that loads it will be skipped
+# for a reason known now, on the machine the jobs run on: then the cell job records the same
+# reason without it (commands/cell.py asks the same questions). Decided when the DAG is built,
+# not when this file is read, because only then is the executor known.
+@functools.cache
+def pruning():
+    """None: export everything. Else whether facts about the Python environment (is TensorRT
+    installed?) may prune too, besides facts about the machine (is a CUDA device visible?)."""
+    if not workflow.local_exec or workflow.remote_exec:
+        # a cluster: the DAG is built on a login node, the jobs run on other (GPU) nodes
+        return None
+    # In the image, the host's Python libraries say nothing; its GPUs are the job's (--nv).
+    return {"libraries": not IN_CONTAINER}
+
+
+@functools.cache
+def cuda_visible():
+    from inferbench.devices import cuda_device_count
+
+    return cuda_device_count() > 0
+
+
+def will_skip(cell):
+    how = pruning()
+    if how is None:
+        return None
+    return known_skip(cell, config["backends"].get(cell.backend), cuda_visible, libraries=how["libraries"])
+
+
 def cell_inputs(wc):
     cell = cell_of(wc)
     inputs = {"code": CORE_MEASUREMENT_CODE + backend_code(cell.backend)}
-    if cell in CELL_ARTIFACT:
+    if cell in CELL_ARTIFACT and not will_skip(cell):
         inputs["artifact"] = CELL_ARTIFACT[cell]
     return inputs
 

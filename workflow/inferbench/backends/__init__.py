@@ -7,6 +7,7 @@ Importing this package is cheap: backend modules import torch and friends lazily
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -27,3 +28,14 @@ def load_backend(name: str) -> ModuleType:
 def source_file(name: str) -> Path:
     """The backend's source, listed as a rule input so that editing it reruns its jobs."""
     return Path(__file__).resolve().parent / f"{KNOWN_BACKENDS[name]}.py"
+
+
+def missing_library(name: str) -> str | None:
+    """Why backend `name` cannot run in this Python environment, or None. Looked up without
+    importing anything (importing torch_tensorrt takes seconds): a module it REQUIRES is absent."""
+    backend = load_backend(name)
+    missing = [m for m in getattr(backend, "REQUIRES", ()) if importlib.util.find_spec(m) is None]
+    if not missing:
+        return None
+    hint = getattr(backend, "REQUIRES_HINT", "")
+    return f"{' and '.join(missing)} not installed here" + (f"; {hint}" if hint else "")

@@ -15,6 +15,8 @@ from inferbench.errors import UserError
 ARTIFACT_SUFFIX = ".onnx"
 PROVIDERS = ("cuda", "tensorrt")
 OPT_LEVELS = ("disable", "basic", "extended", "all")
+REQUIRES = ("onnxruntime",)
+REQUIRES_HINT = "pip install onnxruntime (CPU) or onnxruntime-gpu"
 
 
 @dataclass

@@ -13,6 +13,8 @@ from inferbench.backends.base import Runner, Skip, parse_dataclass, torch_dtype
 
 ARTIFACT_SUFFIX = ".ep"
 NEEDS_BATCH_RANGE = True  # the engine is built for the sweep's batch range
+REQUIRES = ("tensorrt", "torch_tensorrt")
+REQUIRES_HINT = "it runs in the container image built from docker/Dockerfile"
 
 
 @dataclass

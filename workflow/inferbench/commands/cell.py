@@ -55,15 +55,12 @@ def read_artifact(path: str) -> dict | None:
 
 def quick_verdict(spec, artifact) -> tuple[str, str] | None:
     """Reasons a cell cannot run that need no torch import: answered in milliseconds."""
-    from inferbench.backends import load_backend
-    from inferbench.devices import NO_CUDA, cuda_device_count
+    from inferbench.devices import cuda_device_count
+    from inferbench.spec import known_skip
 
-    backend = load_backend(spec.cell.backend)
-    reason = backend.unsupported(spec.cell, backend.parse_options(spec.options))
+    reason = known_skip(spec.cell, spec.options, cuda_visible=lambda: cuda_device_count() > 0)
     if reason:
         return "skipped", reason
-    if spec.cell.device == "cuda" and cuda_device_count() == 0:
-        return "skipped", NO_CUDA
     if artifact is not None and artifact.get("status") != "ok":
         return ("skipped" if artifact.get("status") == "skipped" else "error"), f"export: {artifact.get('reason')}"
     return None

@@ -1,0 +1,62 @@
+"""Export only what will run: on a machine without a GPU, the real Snakemake plans no export
+whose every cell would be skipped, and those cells still write a `skipped` shard with the reason.
+Runs on the CPU; skipped where a CUDA device is visible (then those exports are needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from inferbench.config import Cell
+from inferbench.devices import NO_CUDA, cuda_device_count
+from inferbench.spec import known_skip
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+BIN = Path(sys.executable).parent
+
+
+def cell(backend, device="cuda", precision="fp16"):
+    return Cell("resnet18", backend, device, precision, 32, 2)
+
+
+def test_known_skip_names_the_reason(monkeypatch):
+    assert known_skip(cell("pytorch", "cpu", "fp32"), {}, cuda_visible=lambda: False) is None
+    assert known_skip(cell("onnxruntime"), {}, cuda_visible=lambda: False) == NO_CUDA
+    assert known_skip(cell("onnxruntime"), {}, cuda_visible=lambda: True) is None
+    assert "GPUs only" in known_skip(cell("torch_tensorrt", "cpu"), {}, cuda_visible=lambda: True)  # unsupported
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorrt" else real(name, *a))
+    reason = known_skip(cell("torch_tensorrt"), {}, cuda_visible=lambda: True)
+    assert reason.startswith("tensorrt") and "not installed here" in reason and "docker/Dockerfile" in reason
+    # in the container the host's libraries say nothing: only the machine's facts count
+    assert known_skip(cell("torch_tensorrt"), {}, cuda_visible=lambda: True, libraries=False) is None
+
+
+@pytest.mark.skipif(cuda_device_count() > 0, reason="a CUDA device is visible: the cuda exports are needed")
+def test_no_gpu_no_cuda_exports_and_cells_still_record_why(tmp_path):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", INFERBENCH_FORKSERVER="0")
+    base = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+            "--configfile", str(TINY), "--cores", "2"]
+    dry = subprocess.run(base + ["-n"], capture_output=True, text=True, env=env, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    exports = sorted(set(re.findall(r"artifacts/resnet18/(\S+)\.json", dry.stdout)))
+    # tiny.yaml: cpu cells are fp32 pytorch/torchscript/onnxruntime at 32 and 48 px; the rest is cuda
+    assert exports == ["onnxruntime/precision-fp32_resolution-32_opset-17",
+                       "onnxruntime/precision-fp32_resolution-48_opset-17",
+                       "torchscript/device-cpu_precision-fp32_layout-nchw"], dry.stdout[-3000:]
+
+    # a cuda cell whose artifact was left out: its job runs and says why, in milliseconds
+    shard = "results/shards/resnet18/onnxruntime/cuda/fp16/r32_b2.parquet"
+    run = subprocess.run(base + [shard], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = pq.read_table(tmp_path / shard).to_pylist()
+    assert rows and {(r["status"], r["reason"]) for r in rows} == {("skipped", NO_CUDA)}
+    assert not (tmp_path / "results" / "artifacts").exists(), "nothing exported for it"
