@@ -39,7 +39,8 @@ def test_selection_takes_the_most_launch_bound_cell_of_each_kind_and_the_referen
 def test_a_ratio_outside_the_band_is_a_finding_at_the_top_of_the_report():
     check = pd.DataFrame([
         {"backend": "pytorch", "precision": "fp16", "resolution": 224, "batch_size": 64, "io": "device",
-         "harness_ips": 24612.0, "bare_ips": 39300.0, "ratio": 24612 / 39300, "device": "cuda", "note": ""},
+         "harness_ips": 24612.0, "bare_ips": 39300.0, "ratio": 24612 / 39300, "device": "cuda", "note": "",
+         "gpu_busy_pct": 61.0, "ips_spread_pct": 1.0},
         {"backend": "torchscript", "precision": "fp16", "resolution": 224, "batch_size": 64, "io": "device",
          "harness_ips": 40009.0, "bare_ips": 40500.0, "ratio": 40009 / 40500, "device": "cuda", "note": ""},
     ])
@@ -47,7 +48,7 @@ def test_a_ratio_outside_the_band_is_a_finding_at_the_top_of_the_report():
                                  latency_cv=0.01, reason="")])
     items = findings.derive_findings(summary, check=check)
     assert items[0].title.startswith("Harness check failed for 1 of 2 cells")
-    assert "pytorch fp16 cuda 224 px b64: 0.626" in items[0].sentences[0]
+    assert "pytorch fp16 cuda 224 px b64: 0.626 (GPU busy 61%, rounds 1.0% apart)" in items[0].sentences[0]
     section = next(f for f in items if f.title == "Harness check")
     assert "Ratios from 0.626 to 0.988; 1 outside the band." in section.sentences
     passing = findings.derive_findings(summary, check=check.iloc[1:])

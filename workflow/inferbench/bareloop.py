@@ -152,6 +152,21 @@ def clock_up(torch, seconds: float = CLOCK_UP_S) -> None:
         torch.cuda.synchronize()
 
 
+def host_launch_us(torch, launches: int = 400) -> float:
+    """The host's cost of enqueuing one small kernel (median of 5 batches), just before the
+    timed loop: a launch-bound cell moves with it."""
+    x = torch.zeros(1, device="cuda")
+    torch.cuda.synchronize()
+    costs = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(launches):
+            x.add_(1)
+        costs.append((time.perf_counter() - t0) / launches * 1e6)
+        torch.cuda.synchronize()
+    return statistics.median(costs)
+
+
 def time_loop(call, x, device: str, wall_clock: bool, warmup_s: float, timed_s: float) -> list[float]:
     import torch
 
@@ -173,6 +188,8 @@ def time_loop(call, x, device: str, wall_clock: bool, warmup_s: float, timed_s: 
     while n < WARMUP_ITERS or time.perf_counter() - began < warmup_s:
         once_ms()
         n += 1
+    if device == "cuda":
+        time_loop.host_launch_us = host_launch_us(torch)
     times, began = [], time.perf_counter()
     while len(times) < TIMED_ITERS or time.perf_counter() - began < timed_s:
         times.append(once_ms())
@@ -212,7 +229,8 @@ def measure(spec: dict) -> dict:
     return {"bare_ips": batch / median_ms * 1000.0, "bare_median_ms": median_ms, "bare_iters": len(times),
             "bare_p99_ms": sorted(times)[min(len(times) - 1, int(0.99 * len(times)))],
             "bare_timer": "wall clock" if (wall_clock or device == "cpu") else "cuda events",
-            "bare_load_s": load_s, "torch_version": torch.__version__}
+            "bare_load_s": load_s, "torch_version": torch.__version__,
+            "bare_host_launch_us": getattr(time_loop, "host_launch_us", None)}
 
 
 def main(argv=None) -> int:

@@ -238,6 +238,17 @@ def round_spread(df: pd.DataFrame, limit_pct: float = 5.0) -> Finding | None:
                            "treat differences within their spread as noise."], table)
 
 
+def _context(r) -> str:
+    """What the row says about why a check may differ: a launch-bound GPU, rounds far apart."""
+    parts = []
+    busy, spread = getattr(r, "gpu_busy_pct", None), getattr(r, "ips_spread_pct", None)
+    if busy is not None and pd.notna(busy) and is_host_bound(busy):
+        parts.append(f"GPU busy {busy:.0f}%")
+    if spread is not None and pd.notna(spread):
+        parts.append(f"rounds {spread:.1f}% apart")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def harness_check(check: pd.DataFrame | None) -> tuple[Finding | None, Finding | None]:
     """(a warning for the top of the report or None, the section "Harness check" or None)."""
     from inferbench.harnesscheck import RATIO_BAND, outside_band
@@ -260,7 +271,7 @@ def harness_check(check: pd.DataFrame | None) -> tuple[Finding | None, Finding |
     if off.empty:
         return None, section
     names = "; ".join(f"{r.backend} {r.precision} {r.device} {r.resolution} px b{r.batch_size}: "
-                      + (f"{r.ratio:.3f}" if pd.notna(r.ratio) else str(r.note)) for r in off.itertuples())
+                      + (f"{r.ratio:.3f}" if pd.notna(r.ratio) else str(r.note)) + _context(r) for r in off.itertuples())
     warning = Finding(f"Harness check failed for {len(off)} of {len(check)} cells",
                       [f"An independent bare loop in a fresh process measured these cells outside "
                        f"[{lo}, {hi}] of the sweep's figure: {names}. Do not rank backends on these cells "

@@ -22,7 +22,8 @@ import pandas as pd
 
 RATIO_BAND = (0.95, 1.05)
 COLUMNS = ["backend", "precision", "resolution", "batch_size", "io", "harness_ips", "bare_ips", "ratio",
-           "device", "gpu_busy_pct", "ips_spread_pct", "bare_iters", "note"]
+           "device", "gpu_busy_pct", "ips_spread_pct", "harness_host_launch_us", "bare_host_launch_us",
+           "bare_iters", "note"]
 ALWAYS = {"backend": "pytorch", "precision": "fp16", "device": "cuda", "resolution": 224, "batch_size": 64}
 
 
@@ -110,6 +111,8 @@ def check(summary: pd.DataFrame, config: dict, results_dir: Path, env: dict | No
                      "batch_size": int(row["batch_size"]), "io": row["io"], "harness_ips": harness,
                      "bare_ips": bare, "ratio": ratio, "device": row["device"],
                      "gpu_busy_pct": row.get("gpu_busy_pct"), "ips_spread_pct": row.get("ips_spread_pct"),
+                     "harness_host_launch_us": row.get("host_launch_us"),
+                     "bare_host_launch_us": result.get("bare_host_launch_us"),
                      "bare_iters": result.get("bare_iters"), "note": result.get("note", "")})
         shown = f"ratio {ratio:.3f} (harness {harness:,.0f}, bare {bare:,.0f} images/s)" if ratio else result["note"]
         progress(f"[{i}/{len(selected)}] {name}: {shown} ({time.perf_counter() - started:.1f} s)")
