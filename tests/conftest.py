@@ -32,3 +32,27 @@ def tiny_sweep(tmp_path_factory):
                "config": cfgmod.load_config(work / "tiny.yaml")}
     finally:
         stop_forkservers(results)
+
+
+# ------------------------------------------------------------------ the SLURM run, started early
+
+SLURM_PIPELINE_TEST = "test_slurm.py::test_real_pipeline_on_slurm_matches_a_local_run"
+
+
+def pytest_collection_finish(session):
+    """The SLURM test's run mostly waits for the cluster's status polls: start it as soon as the
+    tests are collected, so that the tests before it use the CPUs meanwhile."""
+    if session.config.option.collectonly or not any(i.nodeid.endswith(SLURM_PIPELINE_TEST) for i in session.items):
+        return
+    import test_slurm
+
+    if test_slurm.SLURM_ENABLED:
+        test_slurm.start_early(session.config._tmp_path_factory.mktemp("slurm-early"))
+
+
+def pytest_sessionfinish(session):
+    import sys
+
+    test_slurm = sys.modules.get("test_slurm")
+    if test_slurm is not None and test_slurm.EARLY:
+        test_slurm.EARLY["run"].stop()

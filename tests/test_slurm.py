@@ -19,6 +19,7 @@ sweep that take every path to the cluster, and matches them with the session's l
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shutil
@@ -43,22 +44,40 @@ needs_slurm = pytest.mark.skipif(
 )
 
 
-def _snakemake(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    """Run `python -m snakemake ARGS` in CWD; fail the test with its output on error."""
-    cmd = [sys.executable, "-m", "snakemake", *args]
-    try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as exc:  # leave no SLURM jobs queued behind us
-        subprocess.run(["scancel", "--user", _user()], check=False)
-        pytest.fail(f"snakemake timed out after {timeout}s: {cmd}\n{exc.stdout}\n{exc.stderr}")
-    if proc.returncode != 0:
-        pytest.fail(
-            f"snakemake exited {proc.returncode}: {' '.join(cmd)}\n"
-            f"--- stdout ---\n{proc.stdout[-5000:]}\n--- stderr ---\n{proc.stderr[-10000:]}"
-        )
-    return proc
+class SnakemakeRun:
+    """`python -m snakemake ARGS` in CWD, started at once; `wait()` fails the test with its
+    output on error. Its output is read in a thread, so that it may run beside other tests."""
+
+    def __init__(self, args: list[str], cwd: Path):
+        self.cmd = [sys.executable, "-m", "snakemake", *args]
+        self.proc = subprocess.Popen(self.cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1)
+        self._output = self._pool.submit(self.proc.communicate)
+        self._pool.shutdown(wait=False)
+
+    def wait(self, timeout: float) -> subprocess.CompletedProcess:
+        try:
+            stdout, stderr = self._output.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            self.stop()
+            stdout, stderr = self._output.result()
+            pytest.fail(f"snakemake timed out after {timeout}s: {self.cmd}\n{stdout}\n{stderr}")
+        if self.proc.returncode != 0:
+            pytest.fail(
+                f"snakemake exited {self.proc.returncode}: {' '.join(self.cmd)}\n"
+                f"--- stdout ---\n{stdout[-5000:]}\n--- stderr ---\n{stderr[-10000:]}"
+            )
+        return subprocess.CompletedProcess(self.cmd, self.proc.returncode, stdout, stderr)
+
+    def stop(self) -> None:
+        """Stop snakemake if it still runs, and leave no SLURM jobs queued behind it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            subprocess.run(["scancel", "--user", _user()], check=False)
 
 
 def _user() -> str:
@@ -77,6 +96,8 @@ def run_pipeline_on_slurm(
     timeout: float = 1800,
 ) -> subprocess.CompletedProcess:
     """Run the real pipeline <repo>/Snakefile on SLURM, every rule as a SLURM job.
+    (`start_pipeline_on_slurm` takes the same arguments but TIMEOUT, starts the same run and
+    returns at once: its `wait(TIMEOUT)` returns what this does.)
 
     Calls, with WORKDIR as the current directory (the plugin writes its job logs to
     ./.snakemake/slurm_logs/rule_<name>/<wildcards>/<jobid>.log):
@@ -107,6 +128,18 @@ def run_pipeline_on_slurm(
             run_pipeline_on_slurm(tmp_path, cfg)
             assert (tmp_path / "results" / ...).exists()
     """
+    return start_pipeline_on_slurm(workdir, configfile, profile=profile, cores=cores,
+                                   extra_args=extra_args).wait(timeout)
+
+
+def start_pipeline_on_slurm(
+    workdir: str | os.PathLike,
+    configfile: str | os.PathLike,
+    *,
+    profile: str | os.PathLike = TEST_PROFILE,
+    cores: int | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> SnakemakeRun:
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     args = [
@@ -117,7 +150,7 @@ def run_pipeline_on_slurm(
         *(["--cores", str(cores)] if cores is not None else []),
         *extra_args,
     ]
-    return _snakemake(args, cwd=workdir, timeout=timeout)
+    return SnakemakeRun(args, cwd=workdir)
 
 
 def _job_cpus(jobid: str) -> int:
@@ -195,8 +228,16 @@ STABLE_COLUMNS = ["model", "backend", "precision", "device", "io", "resolution",
 # cluster: an export (2 CPUs), the cell that loads its artifact (2 CPUs, after the export: the
 # executor tracks completion across jobs), and a rule without set-threads (1 CPU). The local run
 # to match is the session's tiny sweep (tests/conftest.py): same config, same cell.
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
 SHARD = "results/shards/resnet18/onnxruntime/cpu/fp32/r32_b2.parquet"
 RESOLVED = "results/config.resolved.yaml"
+# Most of that run is waiting for the cluster's status polls, so tests/conftest.py starts it as
+# soon as the tests are collected (start_early) and the test collects it: {workdir, run}.
+EARLY: dict = {}
+
+
+def start_early(workdir: Path) -> None:
+    EARLY.update(workdir=workdir, run=start_pipeline_on_slurm(workdir, TINY, extra_args=(SHARD, RESOLVED)))
 
 
 @pytest.mark.slurm
@@ -204,8 +245,11 @@ RESOLVED = "results/config.resolved.yaml"
 def test_real_pipeline_on_slurm_matches_a_local_run(tmp_path, tiny_sweep):
     import pandas as pd
 
-    work = tmp_path / "slurm"
-    proc = run_pipeline_on_slurm(work, tiny_sweep["work"] / "tiny.yaml", extra_args=(SHARD, RESOLVED))
+    if EARLY:
+        work, proc = EARLY["workdir"], EARLY["run"].wait(timeout=1800)
+    else:
+        work = tmp_path / "slurm"
+        proc = run_pipeline_on_slurm(work, TINY, extra_args=(SHARD, RESOLVED))
     log = proc.stdout + proc.stderr
 
     on_slurm = pd.read_parquet(work / SHARD)
