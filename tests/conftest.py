@@ -34,25 +34,31 @@ def tiny_sweep(tmp_path_factory):
         stop_forkservers(results)
 
 
-# ------------------------------------------------------------------ the SLURM run, started early
+# ------------------------------------------------------------------ long waits, started early
 
-SLURM_PIPELINE_TEST = "test_slurm.py::test_real_pipeline_on_slurm_matches_a_local_run"
+# Tests whose work mostly waits (the SLURM run: status polls) or keeps one core busy (two
+# torch.compile processes with one thread each) start that work in the background as soon as the
+# tests are collected, through their module's start_early(TMP_DIR), so that the tests before them
+# use the CPUs meanwhile; the test itself then collects the result (and asserts on it).
+EARLY_STARTS = {
+    "test_slurm.py::test_real_pipeline_on_slurm_matches_a_local_run": "test_slurm",
+    "test_torch_compile.py::test_dynamic_batch_serves_a_second_batch_size_from_the_cache": "test_torch_compile",
+}
 
 
 def pytest_collection_finish(session):
-    """The SLURM test's run mostly waits for the cluster's status polls: start it as soon as the
-    tests are collected, so that the tests before it use the CPUs meanwhile."""
-    if session.config.option.collectonly or not any(i.nodeid.endswith(SLURM_PIPELINE_TEST) for i in session.items):
+    if session.config.option.collectonly:
         return
-    import test_slurm
+    import importlib
 
-    if test_slurm.SLURM_ENABLED:
-        test_slurm.start_early(session.config._tmp_path_factory.mktemp("slurm-early"))
+    for nodeid, module in EARLY_STARTS.items():
+        if any(item.nodeid.endswith(nodeid) for item in session.items):
+            importlib.import_module(module).start_early(session.config._tmp_path_factory.mktemp(f"early-{module}"))
 
 
 def pytest_sessionfinish(session):
     import sys
 
     test_slurm = sys.modules.get("test_slurm")
-    if test_slurm is not None and test_slurm.EARLY:
+    if test_slurm is not None and test_slurm.EARLY:  # started but never collected: leave no jobs behind
         test_slurm.EARLY["run"].stop()

@@ -237,7 +237,8 @@ EARLY: dict = {}
 
 
 def start_early(workdir: Path) -> None:
-    EARLY.update(workdir=workdir, run=start_pipeline_on_slurm(workdir, TINY, extra_args=(SHARD, RESOLVED)))
+    if SLURM_ENABLED:
+        EARLY.update(workdir=workdir, run=start_pipeline_on_slurm(workdir, TINY, extra_args=(SHARD, RESOLVED)))
 
 
 @pytest.mark.slurm
