@@ -2,7 +2,8 @@
 then what reruns after a change (incremental builds), then a sweep with failing cells.
 
 The checkout is a copy of this repository (so that touching a backend's source in (c) never
-touches the real one); its jobs run the installed `inferbench` (the same code).
+touches the real one); its jobs run the installed `inferbench` (the same code). The sweep runs once
+per session (tests/conftest.py, helpers in tests/sweep.py) and is shared with tests/test_slurm.py.
 Every snakemake call here costs ~10 s of start-up on machines where a SLURM client is installed
 but no controller answers (the SLURM executor plugin runs `scontrol show config` on import).
 """
@@ -13,10 +14,7 @@ import concurrent.futures
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -27,9 +25,8 @@ from inferbench import config as cfgmod
 from inferbench.devices import cuda_device_count
 from inferbench.schema import SHARD_SCHEMA
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
-BIN = Path(sys.executable).parent
+from sweep import BIN, REPO, TINY, _env, make_checkout, snakemake, stop_forkservers  # noqa: F401  (also for other test files)
+
 BACKENDS = ("pytorch", "torchscript", "onnxruntime", "torch_tensorrt", "torch_compile")
 AGGREGATION_RULES = {"aggregate", "tables", "figures_per_resolution", "figures_overall", "report", "archive",
                      "resolved_config", "harness_check", "all"}
@@ -39,85 +36,13 @@ pytestmark = pytest.mark.slow
 ONNX_EXPORTS = 4 if cuda_device_count() > 0 else 2
 
 
-def _env() -> dict:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1")
-    env.setdefault("INFERBENCH_FORKSERVER", "1")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    return env
-
-
-def snakemake(checkout: Path, workdir: Path, configfile: Path, *extra: str, timeout: float = 480,
-              check: bool = True, snakefile: str | None = None) -> subprocess.CompletedProcess:
-    cmd = [str(BIN / "snakemake"), "--snakefile", snakefile or str(checkout / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", *extra]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=_env())
-    if check and proc.returncode != 0:
-        pytest.fail(f"snakemake exited {proc.returncode}: {' '.join(cmd)}\n--- stdout ---\n{proc.stdout[-5000:]}"
-                    f"\n--- stderr ---\n{proc.stderr[-10000:]}")
-    return proc
-
-
-def make_checkout(dest: Path) -> Path:
-    ignore = shutil.ignore_patterns(".git", ".whl", ".snakemake", ".pytest_cache", "results", "results-*",
-                                    "__pycache__", "*.egg-info", ".venv", "build")
-    shutil.copytree(REPO, dest, ignore=ignore, symlinks=True)
-    return dest
-
-
-def forkserver_pids(locks: Path) -> list[int]:
-    pids = []
-    for log in locks.glob("*.sock.log"):
-        pids += [int(m) for m in re.findall(r"fork server (\d+) listening", log.read_text())]
-    return pids
-
-
-def stop_forkservers(results: Path) -> None:
-    """A fork server exits when its socket file disappears (checked every second)."""
-    locks = results / ".locks"
-    if not locks.exists():
-        return
-    pids = forkserver_pids(locks)
-    shutil.rmtree(locks, ignore_errors=True)
-    deadline = time.monotonic() + 15
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.3)
-        alive = [p for p in pids if _alive(p)]
-    assert not alive, f"fork server(s) {alive} outlived their socket in {locks}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 # ------------------------------------------------------------------ the run
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("pipeline")
-    checkout = make_checkout(base / "checkout")
-    work = base / "work"
-    work.mkdir()
-    shutil.copy(TINY, work / "tiny.yaml")
-    results = work / "results"
-    try:
-        proc = snakemake(checkout, work, work / "tiny.yaml")
-        locks = results / ".locks"
-        # the fork server's socket must live where teardown removes it
-        assert list(locks.glob("fs-*.sock")), f"no fork server socket in {locks}: {list(locks.iterdir())}"
-        yield {"checkout": checkout, "work": work, "results": results, "log": proc.stdout + proc.stderr,
-               "config": cfgmod.load_config(work / "tiny.yaml")}
-    finally:
-        stop_forkservers(results)
+def run(tiny_sweep):
+    """The tiny sweep, run once per session (tests/conftest.py)."""
+    return tiny_sweep
 
 
 @pytest.fixture(scope="module")
@@ -457,9 +382,11 @@ def test_compare_a_real_rerun_cell_by_cell_and_flag_a_20pct_slowdown(run, tmp_pa
     from inferbench.shard import write_shard
     from synthetic import slowed
 
-    # a real rerun of the sweep's CPU cells at one resolution, into its own results folder
+    # a real rerun of the sweep's CPU cells at one resolution and batch size (one per CPU backend),
+    # into its own results folder
     config = yaml.safe_load((run["work"] / "tiny.yaml").read_text())
-    config.update(devices=["cpu"], resolutions=config["resolutions"][:1], results_dir=str(tmp_path / "rerun"))
+    config.update(devices=["cpu"], resolutions=config["resolutions"][:1], batch_sizes=config["batch_sizes"][:1],
+                  results_dir=str(tmp_path / "rerun"))
     rerun_cfg = tmp_path / "rerun.yaml"
     rerun_cfg.write_text(yaml.safe_dump(config))
     try:
@@ -474,10 +401,10 @@ def test_compare_a_real_rerun_cell_by_cell_and_flag_a_20pct_slowdown(run, tmp_pa
     proc = _inferbench("compare", str(run["results"]), str(tmp_path / "rerun"), "--csv", str(tmp_path / "rerun.csv"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rerun = pd.read_csv(tmp_path / "rerun.csv")
-    res = config["resolutions"][0]
+    res, batch = config["resolutions"][0], config["batch_sizes"][0]
     ok_rows = pd.read_parquet(run["results"] / "summary.parquet").query(
-        "status == 'ok' and device == 'cpu' and resolution == @res")
-    assert len(rerun) == len(ok_rows) == 6 and rerun["cell"].is_unique, proc.stdout
+        "status == 'ok' and device == 'cpu' and resolution == @res and batch_size == @batch")
+    assert len(rerun) == len(ok_rows) == 3 and rerun["cell"].is_unique, proc.stdout
     for _, r in rerun.iterrows():
         ratio, limit = 1 + r["latency_change_pct"] / 100, r["noise_limit_pct"] / 100
         expected = "slower" if ratio > 1 + limit else "faster" if 1 / ratio > 1 + limit else "within noise"

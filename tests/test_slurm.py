@@ -13,11 +13,13 @@ in the Python environment that runs pytest; the SLURM jobs run that same Python
 the single-node test cluster.
 
 `run_pipeline_on_slurm()` is the entry point for running the real pipeline
-(<repo>/Snakefile) on the cluster; see its docstring.
+(<repo>/Snakefile) on the cluster; see its docstring. The test runs the fewest jobs of the tiny
+sweep that take every path to the cluster, and matches them with the session's local tiny sweep.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shutil
@@ -42,22 +44,40 @@ needs_slurm = pytest.mark.skipif(
 )
 
 
-def _snakemake(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    """Run `python -m snakemake ARGS` in CWD; fail the test with its output on error."""
-    cmd = [sys.executable, "-m", "snakemake", *args]
-    try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout
-        )
-    except subprocess.TimeoutExpired as exc:  # leave no SLURM jobs queued behind us
-        subprocess.run(["scancel", "--user", _user()], check=False)
-        pytest.fail(f"snakemake timed out after {timeout}s: {cmd}\n{exc.stdout}\n{exc.stderr}")
-    if proc.returncode != 0:
-        pytest.fail(
-            f"snakemake exited {proc.returncode}: {' '.join(cmd)}\n"
-            f"--- stdout ---\n{proc.stdout[-5000:]}\n--- stderr ---\n{proc.stderr[-10000:]}"
-        )
-    return proc
+class SnakemakeRun:
+    """`python -m snakemake ARGS` in CWD, started at once; `wait()` fails the test with its
+    output on error. Its output is read in a thread, so that it may run beside other tests."""
+
+    def __init__(self, args: list[str], cwd: Path):
+        self.cmd = [sys.executable, "-m", "snakemake", *args]
+        self.proc = subprocess.Popen(self.cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._pool = concurrent.futures.ThreadPoolExecutor(1)
+        self._output = self._pool.submit(self.proc.communicate)
+        self._pool.shutdown(wait=False)
+
+    def wait(self, timeout: float) -> subprocess.CompletedProcess:
+        try:
+            stdout, stderr = self._output.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            self.stop()
+            stdout, stderr = self._output.result()
+            pytest.fail(f"snakemake timed out after {timeout}s: {self.cmd}\n{stdout}\n{stderr}")
+        if self.proc.returncode != 0:
+            pytest.fail(
+                f"snakemake exited {self.proc.returncode}: {' '.join(self.cmd)}\n"
+                f"--- stdout ---\n{stdout[-5000:]}\n--- stderr ---\n{stderr[-10000:]}"
+            )
+        return subprocess.CompletedProcess(self.cmd, self.proc.returncode, stdout, stderr)
+
+    def stop(self) -> None:
+        """Stop snakemake if it still runs, and leave no SLURM jobs queued behind it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            subprocess.run(["scancel", "--user", _user()], check=False)
 
 
 def _user() -> str:
@@ -76,6 +96,8 @@ def run_pipeline_on_slurm(
     timeout: float = 1800,
 ) -> subprocess.CompletedProcess:
     """Run the real pipeline <repo>/Snakefile on SLURM, every rule as a SLURM job.
+    (`start_pipeline_on_slurm` takes the same arguments but TIMEOUT, starts the same run and
+    returns at once: its `wait(TIMEOUT)` returns what this does.)
 
     Calls, with WORKDIR as the current directory (the plugin writes its job logs to
     ./.snakemake/slurm_logs/rule_<name>/<wildcards>/<jobid>.log):
@@ -106,6 +128,18 @@ def run_pipeline_on_slurm(
             run_pipeline_on_slurm(tmp_path, cfg)
             assert (tmp_path / "results" / ...).exists()
     """
+    return start_pipeline_on_slurm(workdir, configfile, profile=profile, cores=cores,
+                                   extra_args=extra_args).wait(timeout)
+
+
+def start_pipeline_on_slurm(
+    workdir: str | os.PathLike,
+    configfile: str | os.PathLike,
+    *,
+    profile: str | os.PathLike = TEST_PROFILE,
+    cores: int | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> SnakemakeRun:
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     args = [
@@ -116,26 +150,7 @@ def run_pipeline_on_slurm(
         *(["--cores", str(cores)] if cores is not None else []),
         *extra_args,
     ]
-    return _snakemake(args, cwd=workdir, timeout=timeout)
-
-
-# Two rules, two SLURM jobs: `second` consumes `first`'s output, so the executor must
-# also track completion across jobs. Each writes the job id SLURM gave it, the host it
-# ran on and the threads Snakemake gave it.
-TOY_SNAKEFILE = r"""
-rule all:
-    input: "second.txt"
-
-rule first:
-    output: "first.txt"
-    shell: "echo $SLURM_JOB_ID > {output} && hostname >> {output}"
-
-rule second:
-    input: "first.txt"
-    output: "second.txt"
-    threads: 2
-    shell: "echo $SLURM_JOB_ID > {output} && hostname >> {output} && echo {threads} >> {output}"
-"""
+    return SnakemakeRun(args, cwd=workdir)
 
 
 def _job_cpus(jobid: str) -> int:
@@ -161,41 +176,6 @@ def _job_state(jobid: str) -> str:
         capture_output=True, text=True, check=True,
     )
     return sq.stdout.strip()
-
-
-@pytest.mark.slurm
-@needs_slurm
-def test_toy_workflow_runs_as_slurm_jobs(tmp_path):
-    (tmp_path / "Snakefile").write_text(TOY_SNAKEFILE)
-    proc = _snakemake(
-        ["--snakefile", "Snakefile", "--profile", str(TEST_PROFILE)],
-        cwd=tmp_path,
-        timeout=600,
-    )
-    log = proc.stdout + proc.stderr
-
-    host = socket.gethostname().split(".")[0]
-    jobids = {}
-    for rule in ("first", "second"):
-        lines = (tmp_path / f"{rule}.txt").read_text().split()
-        # The shell ran inside a SLURM job: SLURM_JOB_ID was set ...
-        assert lines and re.fullmatch(r"\d+", lines[0]), f"{rule}: no SLURM job id: {lines}"
-        jobids[rule] = lines[0]
-        # ... on the cluster's (only) node.
-        assert lines[1] == host
-        # SLURM knows the job and it completed.
-        assert _job_state(jobids[rule]) == "COMPLETED"
-        # The plugin's per-job log (kept: slurm-keep-successful-logs) is there.
-        logs = list((tmp_path / ".snakemake" / "slurm_logs").glob(f"rule_{rule}/**/{jobids[rule]}.log"))
-        assert logs, f"no .snakemake/slurm_logs/rule_{rule}/**/{jobids[rule]}.log"
-        # Snakemake reported submitting it.
-        assert f"submitted with SLURM jobid {jobids[rule]} " in log, log[-3000:]
-    assert jobids["first"] != jobids["second"]
-    # threads: 2 reached the job, and SLURM allocated 2 CPUs for it
-    # (cpus_per_task: threads in the profile).
-    assert (tmp_path / "second.txt").read_text().split()[2] == "2"
-    assert _job_cpus(jobids["second"]) == 2
-    assert _job_cpus(jobids["first"]) == 1
 
 
 def _load(name: str) -> dict:
@@ -232,55 +212,79 @@ def test_slurm_profiles_stay_in_step():
         assert res["mem_mb"] <= 4000, rule
 
 
-# The real pipeline on SLURM: a CPU-only slice of the tiny config, small enough for the 2-CPU node.
-PIPELINE_CONFIG = {
-    "model": "resnet18",
-    "resolutions": [32],
-    "batch_sizes": [2],
-    "precisions": ["fp32"],
-    "devices": ["cpu"],
-    "backends": {"pytorch": {}, "onnxruntime": {}},
-    "measurement": {"warmup_iters": 1, "warmup_min_s": 0, "min_iters": 5, "min_time_s": 0.2, "num_buffers": 2},
-}
+def _job_field(jobid: str, fmt: str) -> str:
+    """One squeue field of a (finished) job: squeue keeps finished jobs for MinJobAge."""
+    sq = subprocess.run(["squeue", "-h", "--states=all", "-j", jobid, "-o", fmt],
+                        capture_output=True, text=True, check=True)
+    return sq.stdout.strip()
+
 
 # Columns that must not depend on where a cell ran (timings, hosts and job ids may).
 STABLE_COLUMNS = ["model", "backend", "precision", "device", "io", "resolution", "batch_size", "status", "reason",
                   "backend_options", "top1_agreement", "run_id", "config_sha256", "torch_version",
                   "onnxruntime_version", "inferbench_version", "seed", "weights", "timer"]
 
+# The real pipeline on SLURM, on the tiny config, for the fewest jobs that take every path to the
+# cluster: an export (2 CPUs), the cell that loads its artifact (2 CPUs, after the export: the
+# executor tracks completion across jobs), and a rule without set-threads (1 CPU). The local run
+# to match is the session's tiny sweep (tests/conftest.py): same config, same cell.
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+SHARD = "results/shards/resnet18/onnxruntime/cpu/fp32/r32_b2.parquet"
+RESOLVED = "results/config.resolved.yaml"
+# Most of that run is waiting for the cluster's status polls, so tests/conftest.py starts it as
+# soon as the tests are collected (start_early) and the test collects it: {workdir, run}.
+EARLY: dict = {}
+
+
+def start_early(workdir: Path) -> None:
+    if SLURM_ENABLED:
+        EARLY.update(workdir=workdir, run=start_pipeline_on_slurm(workdir, TINY, extra_args=(SHARD, RESOLVED)))
+
 
 @pytest.mark.slurm
 @needs_slurm
-def test_real_pipeline_on_slurm_matches_a_local_run(tmp_path):
+def test_real_pipeline_on_slurm_matches_a_local_run(tmp_path, tiny_sweep):
     import pandas as pd
 
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump(PIPELINE_CONFIG))
-    env_cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile", str(cfg)]
+    if EARLY:
+        work, proc = EARLY["workdir"], EARLY["run"].wait(timeout=1800)
+    else:
+        work = tmp_path / "slurm"
+        proc = run_pipeline_on_slurm(work, TINY, extra_args=(SHARD, RESOLVED))
+    log = proc.stdout + proc.stderr
 
-    # Up to the aggregation (itself a SLURM job): the tables, figures and report after it read
-    # only the summary, and each stage costs a status poll (8 s and up) on the cluster.
-    run_pipeline_on_slurm(tmp_path / "slurm", cfg, extra_args=("--until", "aggregate"))
-    local = tmp_path / "local"
-    local.mkdir()
-    subprocess.run([*env_cmd, "--directory", str(local), "--cores", "2", "--until", "aggregate"], cwd=local, check=True,
-                   capture_output=True, text=True, timeout=900)
-
-    on_slurm = pd.read_parquet(tmp_path / "slurm" / "results" / "summary.parquet")
-    here = pd.read_parquet(local / "results" / "summary.parquet")
-    key = ["backend", "precision", "device", "io", "resolution", "batch_size"]
-    on_slurm, here = on_slurm.sort_values(key).reset_index(drop=True), here.sort_values(key).reset_index(drop=True)
-    assert len(on_slurm) == len(here) == 2
+    on_slurm = pd.read_parquet(work / SHARD)
+    here = pd.read_parquet(tiny_sweep["work"] / SHARD)
+    assert len(on_slurm) == len(here) == 1
     assert (on_slurm.status == "ok").all(), on_slurm[["backend", "status", "reason"]]
     pd.testing.assert_frame_equal(on_slurm[STABLE_COLUMNS], here[STABLE_COLUMNS])
     assert (on_slurm.max_abs_err - here.max_abs_err).abs().max() < 1e-4
+    assert (work / RESOLVED).read_text() == (tiny_sweep["work"] / RESOLVED).read_text()
 
-    # every cell and export ran as a SLURM job: the plugin kept one log per job, named by job id
-    logs = tmp_path / "slurm" / ".snakemake" / "slurm_logs"
-    cell_logs = list((logs / "rule_benchmark_cell").rglob("*.log"))
-    assert len(cell_logs) == 2, sorted(logs.rglob("*.log"))
-    for log in cell_logs:
-        assert log.stem.isdigit(), log
-        assert _job_state(log.stem) == "COMPLETED"
-    assert list((logs / "rule_export_artifact").rglob("*.log"))
-    assert list((logs / "rule_aggregate").rglob("*.log"))
+    # every job ran as a SLURM job: the plugin kept one log per job, named by its SLURM job id,
+    # Snakemake said it submitted it, and SLURM says it completed
+    logs = work / ".snakemake" / "slurm_logs"
+    host = socket.gethostname().split(".")[0]
+    jobids = {}
+    for rule, cpus in (("export_artifact", 2), ("benchmark_cell", 2), ("resolved_config", 1)):
+        job_logs = list((logs / f"rule_{rule}").rglob("*.log"))
+        assert len(job_logs) == 1, sorted(logs.rglob("*.log"))
+        jobid = job_logs[0].stem
+        assert jobid.isdigit(), job_logs
+        jobids[rule] = jobid
+        assert f"submitted with SLURM jobid {jobid} " in log, log[-3000:]
+        assert _job_state(jobid) == "COMPLETED"
+        # ... on the cluster's (only) node
+        assert _job_field(jobid, "%N") == host
+        # the rule's threads (set-threads for exports and cells, 1 otherwise) are the CPUs SLURM
+        # allocated (cpus_per_task: threads in the profile) and the threads the job ran the rule
+        # with (Snakemake prints `threads: N` in the job's log when N > 1)
+        assert _job_cpus(jobid) == cpus, rule
+        threads = re.findall(r"^\s+threads: (\d+)$", job_logs[0].read_text(), re.M)
+        assert (set(threads) == {str(cpus)}) if cpus > 1 else not threads, (rule, threads)
+    assert len(set(jobids.values())) == 3
+    # the cell's job started only after the export's job had ended
+    export_end = _job_field(jobids["export_artifact"], "%e")
+    assert _job_field(jobids["benchmark_cell"], "%S") >= export_end
+    # and the cell was measured inside it, on that node
+    assert on_slurm.hostname[0].split(".")[0] == host
