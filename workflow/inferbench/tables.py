@@ -32,13 +32,15 @@ COMPARABLE = ["model", "resolution", "device", "io", "batch_size"]
 
 TIDY_COLUMNS = [
     "model", "resolution", "device", "io", "backend", "precision", "batch_size", "series",
-    "status", "reason", "throughput_ips", "latency_ms_median", "latency_ms_p99", "latency_cv",
+    "status", "reason", "throughput_ips", "ips_spread_pct", "latency_ms_median", "latency_ms_p99", "latency_cv",
     "memory_peak_mb", "memory_source", "energy_j_per_image", "gpu_busy_pct", "max_abs_err", "top1_agreement",
     SPEEDUP_COLUMN, "best_in_batch", "export_s", "load_s", "compile_s", "first_run_ms",
 ]
 
 MEMORY_NOTE = "peak memory: process GPU memory (NVML) for cuda cells, peak host RSS for cpu cells"
 SPEEDUP_NOTE = "speedup: throughput over the pytorch fp32 cell of the same device, io and batch size"
+SPREAD_NOTE = ("throughput: the median of the cell's timed rounds; rounds spread: how far apart they were "
+               "(fastest over slowest, minus 1): two cells closer than that are not told apart")
 BEST_MARK = "★"
 
 
@@ -183,6 +185,11 @@ def fmt_speedup(x) -> str:
     return "" if x is None or pd.isna(x) else f"{float(x):.2f}×"
 
 
+def fmt_spread(x) -> str:
+    """How far apart a cell's rounds were: a difference smaller than this is not one to rank on."""
+    return "" if x is None or pd.isna(x) else f"{float(x):.1f}"
+
+
 def fmt_mb(x) -> str:
     return "" if x is None or pd.isna(x) else f"{float(x):,.0f}"
 
@@ -254,6 +261,7 @@ DETAIL_HEADERS = {
     "series": "backend·precision·device",
     "status": "status",
     "throughput_ips": "throughput (images/s)",
+    "ips_spread_pct": "rounds spread (%)",
     "latency_ms_median": "median latency (ms)",
     "latency_ms_p99": "p99 latency (ms)",
     "memory_peak_mb": "peak memory (MB)",
@@ -268,7 +276,7 @@ DETAIL_HEADERS = {
 def details_frame(tidy: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
     """Every metric of the cells of one batch size, formatted for reading."""
     formats = {
-        "throughput_ips": fmt_sig, "latency_ms_median": fmt_sig, "latency_ms_p99": fmt_sig,
+        "throughput_ips": fmt_sig, "ips_spread_pct": fmt_spread, "latency_ms_median": fmt_sig, "latency_ms_p99": fmt_sig,
         "memory_peak_mb": fmt_mb, "energy_j_per_image": fmt_sig, "gpu_busy_pct": fmt_mb, "max_abs_err": fmt_sci,
         "top1_agreement": fmt_pct, SPEEDUP_COLUMN: fmt_speedup,
     }
@@ -300,7 +308,7 @@ NOTHING_RAN = "No cell at this resolution ran."
 
 def notes(keys: dict[str, str]) -> list[str]:
     lines = [f"{BEST_MARK} best throughput in its batch size (per device and io mode).", SPEEDUP_NOTE + ".",
-             MEMORY_NOTE + "."]
+             MEMORY_NOTE + ".", SPREAD_NOTE + "."]
     lines += [f"[{k}] {text}" for text, k in keys.items()]
     return lines
 
