@@ -40,7 +40,8 @@ DEFAULT = object()  # keep config.yaml's `container:`
 
 pytestmark = pytest.mark.slow
 
-CONTAINER_RULE_COMMANDS = ("export", "cell")  # `inferbench SUB` of export_artifact / benchmark_cell
+# `inferbench SUB` of export_artifact / benchmark_cell / harness_check (its bare loops need the image's libraries)
+CONTAINER_RULE_COMMANDS = ("export", "cell", "harness-check")
 HOST_RULE_COMMANDS = ("aggregate", "tables", "figures", "report", "archive")
 
 
@@ -183,7 +184,9 @@ def test_containerised_rules_go_through_apptainer_exec_with_nv_and_the_image(app
               for sub in CONTAINER_RULE_COMMANDS}
     assert by_sub["export"] == manifests, f"every export_artifact job via apptainer exec:\n{lines}"
     assert by_sub["cell"] == shards, f"every benchmark_cell job via apptainer exec:\n{lines}"
-    assert len(r["execs"]) == len(manifests) + len(shards), f"nothing else in a container:\n{lines}"
+    check = str((results / "harness_check.csv").relative_to(r["checkout"]))
+    assert by_sub["harness-check"] == [check], f"the harness check via apptainer exec:\n{lines}"
+    assert len(r["execs"]) == len(manifests) + len(shards) + 1, f"nothing else in a container:\n{lines}"
 
     # the built image, used in place: nothing pulled
     assert not [c for c in r["calls"] if c.get("subcommand") == "pull"]
