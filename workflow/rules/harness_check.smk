@@ -13,7 +13,7 @@ rule harness_check:
     output:
         csv=f"{RESULTS}/harness_check.csv",
     params:
-        results=RESULTS,
+        results=lambda wc, input: os.path.dirname(input.summary),
         lock_dir=f"{RESULTS}/.locks",
     log:
         f"{RESULTS}/logs/harness_check.log",
