@@ -7,8 +7,8 @@ rule harness_check:
         CONDA_ENV
     input:
         summary=f"{RESULTS}/summary.parquet",
+        # (no artifacts: the cells it checks loaded them, and a new export remakes the summary)
         config=f"{RESULTS}/config.resolved.yaml",
-        artifacts=list(EXPORTS),
         code=[str(PKG / f) for f in ("harnesscheck.py", "bareloop.py", "commands/harness_check.py")],
     output:
         csv=f"{RESULTS}/harness_check.csv",
