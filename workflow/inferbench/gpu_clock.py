@@ -1,12 +1,13 @@
 """The GPU's and the host's state just before a measurement: clocks up, and how fast the host
 launches work.
 
-An idle GPU parks its SM clock low (345 MHz on an idle H200 against 1,980 MHz under load) and
-raises it only under load. Work that starts on an idle GPU therefore runs its first tens to
-hundreds of milliseconds at a lower clock. That matters twice: cuDNN's autotuner
-(`cudnn.benchmark`) times its candidate kernels on the first call of each shape, and a
-candidate timed while the clock ramps looks slower than it is, so a process can settle on
-slower kernels for its whole life; and a short timed window that starts cold is slow itself.
+A GPU's SM clock can sit low while it idles (an H200 with no process on it reads 345 MHz,
+against 1,980 MHz under load) and rise only once work arrives. Where it does, that matters
+twice: cuDNN's autotuner (`cudnn.benchmark`) times its candidate kernels on the first call of
+each shape and keeps its choice for the life of the process, so a candidate timed while the
+clock ramps can look slower than it is; and a short timed window that starts cold is slow
+itself. (On the H200 machines measured, the clock stood at its maximum whenever a process held
+a CUDA context, and the spin was rarely needed: `clock_spinup_s` records it per cell.)
 `spin_up` keeps the GPU busy until its clock stops rising, before loading, before the first
 call and before each io mode's warm-up. It uses a spin kernel (`torch.cuda._sleep`): the GPU
 reports itself busy, and the spin allocates no memory and touches no library (cuBLAS would add
