@@ -6,8 +6,8 @@ against 1,980 MHz under load) and rise only once work arrives. Where it does, th
 twice: cuDNN's autotuner (`cudnn.benchmark`) times its candidate kernels on the first call of
 each shape and keeps its choice for the life of the process, so a candidate timed while the
 clock ramps can look slower than it is; and a short timed window that starts cold is slow
-itself. (On the H200 machine where this was measured, the clock stood at its maximum whenever a process held
-a CUDA context, and the spin was rarely needed: `clock_spinup_s` records it per cell.)
+itself. (On the H200 machine where this was measured, the clock stood at its maximum whenever
+a process held a CUDA context, and the spin was rarely needed: `clock_spinup_s` records it.)
 `spin_up` keeps the GPU busy until its clock stops rising, before loading, before the first
 call and before each io mode's warm-up. It uses a spin kernel (`torch.cuda._sleep`): the GPU
 reports itself busy, and the spin allocates no memory and touches no library (cuBLAS would add
