@@ -33,7 +33,7 @@ def _env() -> dict:
 def snakemake(checkout: Path, workdir: Path, configfile: Path, *extra: str, timeout: float = 480,
               check: bool = True, snakefile: str | None = None) -> subprocess.CompletedProcess:
     cmd = [str(BIN / "snakemake"), "--snakefile", snakefile or str(checkout / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", "--resources", "gpu=2", *extra]
+           "--configfile", str(configfile), "--cores", "2", "--resources=gpu=2", *extra]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=_env())
     if check and proc.returncode != 0:
         pytest.fail(f"snakemake exited {proc.returncode}: {' '.join(cmd)}\n--- stdout ---\n{proc.stdout[-5000:]}"

@@ -35,7 +35,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 STAND_INS = REPO / "tests" / "fake_apptainer"
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
-IMAGE_URL = "docker://example.org/inferbench:0.1.0-wiring-test"
 DEFAULT = object()  # keep config.yaml's `container:`
 
 pytestmark = pytest.mark.slow
@@ -248,7 +247,8 @@ def test_shards_record_the_container_image(apptainer_run):
 
 
 def test_without_use_singularity_runs_on_the_host_without_apptainer(tmp_path):
-    """The default config names an image that was never built: a plain run does not need it."""
+    """The default config names an image that was never built: a plain run does not need it, and
+    its rows record no image (a container configured but not used is not the one they ran in)."""
     checkout = make_checkout(tmp_path / "checkout")
     assert not (checkout / default_image()).exists()
     env = base_env([])
@@ -263,17 +263,6 @@ def test_without_use_singularity_runs_on_the_host_without_apptainer(tmp_path):
         for row in read_shard_rows(shard):
             assert row["container_image"] is None, (shard, row["container_image"])
     assert not list((checkout / ".snakemake").rglob("*.simg")), "no image pulled"
-
-
-def test_container_configured_but_not_used_records_no_image(tmp_path):
-    checkout = make_checkout(tmp_path / "checkout", container=IMAGE_URL)
-    env = base_env([])
-    run_snakemake(checkout, env, "--cores", "1", "--until", "benchmark_cell")
-    shards = sorted((checkout / "results" / "shards").rglob("*.parquet"))
-    assert len(shards) == 2, shards
-    for shard in shards:
-        for row in read_shard_rows(shard):
-            assert row["container_image"] is None, (shard, row["container_image"])
 
 
 def test_use_singularity_without_the_image_says_how_to_build_it(tmp_path):
