@@ -546,7 +546,7 @@ def test_a_child_killed_by_a_signal_is_reported(tmp_path, server_locks, monkeypa
     if mode == "forkserver":
         assert _run(["--version"], server_locks)[0] == 0  # make sure the server is up
         parent = _server_pid(server_locks)
-        marker = None  # forked children carry the server's command line
+        marker = None  # forked children keep the server's command line
     else:
         parent = os.getpid()
         marker = "hang.fifo"
