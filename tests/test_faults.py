@@ -22,18 +22,9 @@ from inferbench import archive, cli, isolation, oomwatch
 from inferbench.config import Cell, load_config
 from inferbench.spec import cell_spec_for
 from synthetic import synthetic_summary, write_summary
+from test_measurement import _children_of as _children  # one reading of /proc children for the tests
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            out += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
 
 
 def _cmdline(pid: int) -> str:

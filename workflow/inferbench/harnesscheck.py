@@ -46,30 +46,27 @@ def select_cells(summary: pd.DataFrame) -> pd.DataFrame:
     return ok.loc[sorted(set(picked))].drop(columns=["_order", "_work"])
 
 
-def bare_spec(row, config: dict, artifact: str | None) -> dict:
+def bare_spec(row, config: dict, results_dir: Path) -> dict:
+    """What the bare loop needs for this row: the cell, its backend's resolved options, the
+    artifact the cell loaded (the sweep's own export, or None) and the sweep's time minimums."""
     from inferbench.backends import load_backend
-
-    backend = load_backend(row["backend"])
-    options = dataclasses.asdict(backend.parse_options(config["backends"].get(row["backend"]) or {}))
-    from inferbench.config import measurement_for
-
-    measurement = measurement_for(config, row["device"])
-    threads = measurement.get("cpu_threads")
-    return {"warmup_s": measurement.get("warmup_min_s", 0.0), "timed_s": measurement.get("min_time_s", 0.0),"model": row["model"], "seed": int(config.get("seed", 0)), "backend": row["backend"],
-            "precision": row["precision"], "device": row["device"], "resolution": int(row["resolution"]),
-            "batch_size": int(row["batch_size"]), "options": options, "artifact": artifact,
-            "threads": int(row["num_threads"]) if pd.notna(row.get("num_threads")) else threads}
-
-
-def artifact_for(row, config: dict, results_dir: Path) -> str | None:
-    """The artifact the cell loaded (the sweep's own export), or None for backends without one."""
-    from inferbench.backends import load_backend
-    from inferbench.config import Cell
-    from inferbench.spec import variant_name
+    from inferbench.config import Cell, measurement_for
 
     backend = load_backend(row["backend"])
     options = backend.parse_options(config["backends"].get(row["backend"]) or {})
     cell = Cell(row["model"], row["backend"], row["device"], row["precision"], int(row["resolution"]), int(row["batch_size"]))
+    measurement = measurement_for(config, row["device"])
+    threads = int(row["num_threads"]) if pd.notna(row.get("num_threads")) else measurement.get("cpu_threads")
+    return {"model": cell.model, "seed": int(config.get("seed", 0)), "backend": cell.backend,
+            "precision": cell.precision, "device": cell.device, "resolution": cell.resolution,
+            "batch_size": cell.batch_size, "options": dataclasses.asdict(options),
+            "artifact": _artifact(backend, cell, options, results_dir), "threads": threads,
+            "warmup_s": measurement.get("warmup_min_s", 0.0), "timed_s": measurement.get("min_time_s", 0.0)}
+
+
+def _artifact(backend, cell, options, results_dir: Path) -> str | None:
+    from inferbench.spec import variant_name
+
     key = backend.artifact_key(cell, options)
     if key is None:
         return None
@@ -100,7 +97,7 @@ def check(summary: pd.DataFrame, config: dict, results_dir: Path, env: dict | No
         name = f"{row['backend']} {row['precision']} {row['device']} {row['resolution']} px batch {row['batch_size']}"
         started = time.perf_counter()
         try:
-            spec = bare_spec(row, config, artifact_for(row, config, results_dir))
+            spec = bare_spec(row, config, results_dir)
             result = run_bare(spec, dict(env or os.environ), timeout_s)
         except (OSError, ValueError, KeyError) as exc:
             result = {"note": f"could not set up the bare loop: {exc}"}
