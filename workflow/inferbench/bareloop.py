@@ -69,7 +69,8 @@ def build_torch(spec, x):
         x = x.contiguous(memory_format=torch.channels_last)
     if backend == "torch_compile":
         dynamic = options.get("dynamic", False)
-        model = torch.compile(model, mode=options.get("mode", "default"), backend=options.get("backend", "inductor"),
+        model = torch.compile(model, mode=options.get("mode", "default"),
+                              backend=options.get("compile_backend", "inductor"),
                               dynamic=None if dynamic == "batch" else dynamic, fullgraph=options.get("fullgraph", False))
         if dynamic == "batch":
             torch._dynamo.mark_dynamic(x, 0)

@@ -146,7 +146,7 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
     global _T0
     _T0 = time.monotonic()  # the log's clock: per cell, also in a warm worker
     c = spec.cell
-    backend = load_backend(c.backend)
+    backend = load_backend(spec.impl)
     options = backend.parse_options(spec.options)
     threads = spec.measurement.get("cpu_threads") or default_threads()
     warm = in_warm_worker()

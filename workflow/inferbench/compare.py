@@ -134,7 +134,15 @@ def _cell_name(row) -> str:
 def _side(row, suffix: str) -> dict:
     return {c: row.get(f"{c}{suffix}") for c in
             ("latencies_ms", "latency_ms_median", "latency_ms_median_ci95_low", "latency_ms_median_ci95_high",
-             "latency_cv", "n_iters")}
+             "latency_cv", "n_iters", "ips_spread_pct")}
+
+
+def noise_limit(a, b, k: float = DEFAULT_K, floor: float = DEFAULT_FLOOR_PCT / 100.0) -> float:
+    """The smallest relative difference between measurements a and b (rows with a cell's noise
+    columns) that is not noise: the rule in this module's docstring."""
+    noise = math.hypot(relative_noise(a), relative_noise(b))
+    # A change no larger than what the cell's own rounds already disagreed by is noise too.
+    return max(k * noise, round_spread(a, ""), round_spread(b, ""), floor)
 
 
 def round_spread(row, suffix: str) -> float:
@@ -145,9 +153,7 @@ def round_spread(row, suffix: str) -> float:
 
 def _compare_cell(row, k: float, floor: float) -> dict:
     old_ms, new_ms = float(row["latency_ms_median_old"]), float(row["latency_ms_median_new"])
-    noise = math.hypot(relative_noise(_side(row, "_old")), relative_noise(_side(row, "_new")))
-    # A change no larger than what the cell's own rounds already disagreed by is noise too.
-    limit = max(k * noise, round_spread(row, "_old"), round_spread(row, "_new"), floor)
+    limit = noise_limit(_side(row, "_old"), _side(row, "_new"), k, floor)
     # Throughput is the median of the rounds: a change is judged on it, the figure users read.
     ratio = float(row["throughput_ips_old"]) / float(row["throughput_ips_new"])
     return {

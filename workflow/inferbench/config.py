@@ -87,6 +87,9 @@ def _describe(error) -> str:
         return f"{key}: values must not repeat ({error.instance!r})"
     if validator == "minProperties":
         return f"{key}: give at least one entry"
+    if validator == "pattern" and "propertyNames" in error.relative_schema_path:
+        return (f"{key}: the name {error.instance!r} may hold only lower-case letters, digits and '_' (it becomes "
+                "part of file paths and of every row); rename it, e.g. pytorch_cudagraphs")
     return f"{key}: {error.message}"
 
 
@@ -106,17 +109,52 @@ def validate_structure(config: dict) -> dict:
     return config
 
 
+def backend_of(config: dict, name: str) -> str:
+    """The backend that the `backends:` entry `name` runs: its `backend:` key, else its own name.
+    The name (a variant's) is what shard paths, rows and reports show; the backend is the code."""
+    return (config["backends"].get(name) or {}).get("backend", name)
+
+
+def options_of(config: dict, name: str) -> dict:
+    """The options of the `backends:` entry `name`, without its `backend:` key."""
+    return {k: v for k, v in (config["backends"].get(name) or {}).items() if k != "backend"}
+
+
+def _variant_problem(config: dict, name: str, known) -> str | None:
+    """What is wrong with how the entry `name` names its backend, or None."""
+    block = config["backends"][name] or {}
+    if "backend" not in block:
+        if name in known:
+            return None
+        return (f"backends.{name}: unknown backend; known backends: {', '.join(known)}. For a variant of one "
+                f"of them under this name, say which it uses: {name}: {{backend: pytorch, ...}}")
+    impl = block["backend"]
+    if not isinstance(impl, str) or impl not in known:
+        other = (config["backends"].get(impl) or {}) if isinstance(impl, str) else {}
+        if isinstance(impl, str) and impl in config["backends"] and isinstance(other, dict):
+            return (f"backends.{name}.backend: {impl!r} is a variant (of {other.get('backend', impl)}), not a "
+                    f"backend; a variant names the backend itself: backend: {other.get('backend', impl)}")
+        hint = ("; torch.compile's own backend argument is the torch_compile option `compile_backend`"
+                if "compile" in name or impl in ("inductor", "eager", "aot_eager", "cudagraphs") else "")
+        return f"backends.{name}.backend: unknown backend {impl!r}; known backends: {', '.join(known)}{hint}"
+    if name in known and impl != name:
+        return (f"backends.{name}: the name of the backend {name} cannot be a variant of {impl}; give the variant "
+                f"a name of its own (e.g. {impl}_{name})")
+    return None
+
+
 def validate_semantics(config: dict) -> None:
     """Checks a JSON schema cannot express: known backends and their options, subsets, the model."""
     from inferbench.backends import KNOWN_BACKENDS, load_backend
 
     problems = []
-    for name, options in config["backends"].items():
-        if name not in KNOWN_BACKENDS:
-            problems.append(f"backends.{name}: unknown backend; known backends: {', '.join(KNOWN_BACKENDS)}")
+    for name in config["backends"]:
+        problem = _variant_problem(config, name, KNOWN_BACKENDS)
+        if problem:
+            problems.append(problem)
             continue
         try:
-            load_backend(name).parse_options(options or {})
+            load_backend(backend_of(config, name)).parse_options(options_of(config, name))
         except UserError as exc:
             problems.append(f"backends.{name}: {exc}")
     for device, restriction in config.get("per_device", {}).items():

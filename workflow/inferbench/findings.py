@@ -7,6 +7,7 @@ what did not run) and returns a `Finding`: sentences plus the table behind them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -47,6 +48,52 @@ def group_name(device: str, io: str, multi_io: bool) -> str:
 
 
 # ---------------------------------------------------------------- fastest
+
+
+def best_per_resolution(df: pd.DataFrame) -> Finding:
+    """The sweep's question, per resolution: which backend (or variant) and precision is fastest
+    on the model alone (io=device), on the GPU when any GPU cell ran, by how much over pytorch
+    fp32, and whether its lead over the best other backend·precision beats the noise by the
+    rule `inferbench compare` applies to two runs (inferbench.compare.noise_limit)."""
+    from inferbench.compare import noise_limit
+
+    ok = ok_cells(df)
+    ok = ok[ok["io"] == "device"]
+    device = "cuda" if (ok["device"] == "cuda").any() else "cpu"
+    ok = ok[ok["device"] == device]
+    title = "Best backend and precision per resolution"
+    if ok.empty:
+        return Finding(title, ["No cell ran successfully with io=device, so nothing is best."])
+    rows, sentences = [], []
+    for resolution, cells in ok.groupby("resolution", sort=True):
+        ranked = cells.sort_values("throughput_ips", ascending=False)
+        first = ranked.iloc[0]
+        # the runner-up is another backend·precision, not the winner at another batch size
+        others = ranked[(ranked["backend"] != first["backend"]) | (ranked["precision"] != first["precision"])]
+        second = others.iloc[0] if len(others) else None
+        speedup = first.get(tables.SPEEDUP_COLUMN)
+        row = {"resolution": int(resolution), "device": device, "best": short_name(first),
+               "batch_size": int(first["batch_size"]), "throughput_ips": round(float(first["throughput_ips"]), 1),
+               "speedup_vs_pytorch_fp32": round(float(speedup), 2) if pd.notna(speedup) else None,
+               "runner_up": "", "runner_up_batch_size": None, "runner_up_ips": None, "lead_pct": None,
+               "noise_limit_pct": None, "verdict": "no other backend·precision ran"}
+        text = (f"At {resolution} px on {device}, {short_name(first)} is fastest: {first['throughput_ips']:,.0f} "
+                f"images/s at batch {int(first['batch_size'])}")
+        text += (f", {speedup:.2f}× pytorch fp32 at that batch" if pd.notna(speedup) else
+                 ", with no ok pytorch fp32 cell at that batch to compare with")
+        if second is not None:
+            lead = float(first["throughput_ips"]) / float(second["throughput_ips"]) - 1
+            limit = noise_limit(first, second)
+            beyond = math.log1p(lead) > math.log1p(limit)
+            row.update(runner_up=short_name(second), runner_up_batch_size=int(second["batch_size"]),
+                       runner_up_ips=round(float(second["throughput_ips"]), 1), lead_pct=round(100 * lead, 1),
+                       noise_limit_pct=round(100 * limit, 1), verdict="beyond noise" if beyond else "within noise")
+            text += (f". Its lead over {short_name(second)} (batch {int(second['batch_size'])}) is "
+                     f"{100 * lead:.1f}%, " + ("beyond" if beyond else "within") + f" the noise limit of "
+                     f"{100 * limit:.1f}%" + ("" if beyond else ": the two are not told apart"))
+        rows.append(row)
+        sentences.append(text + ".")
+    return Finding(title, sentences, pd.DataFrame(rows))
 
 
 def best_per_batch(df: pd.DataFrame) -> Finding:
@@ -305,6 +352,7 @@ def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRE
     warning, check_section = harness_check(check)
     items = [
         warning,
+        best_per_resolution(df),
         best_per_batch(df),
         half_precision_speedup(df),
         memory_ranking(df),

@@ -2,8 +2,8 @@
 (inferbench.bareloop), each in a fresh process, and the two throughputs side by side.
 
 Which cells: per device, backend and precision that ran `ok`, the most launch-bound cell (the
-lowest GPU busy share; on the CPU the smallest batch of pixels), and pytorch fp16 at 224 px batch
-64 whenever the grid has it. Only io=device rows: the bare loop times the model, not host copies.
+lowest GPU busy share; on the CPU the smallest batch of pixels), and the cells of ALWAYS whenever
+the grid has them. Only io=device rows: the bare loop times the model, not host copies.
 A ratio (harness over bare) outside RATIO_BAND says the harness did not measure what a plain
 loop in a quiet process measures, and becomes a finding at the top of the report.
 """
@@ -24,7 +24,10 @@ RATIO_BAND = (0.95, 1.05)
 COLUMNS = ["backend", "precision", "resolution", "batch_size", "io", "harness_ips", "bare_ips", "ratio",
            "device", "gpu_busy_pct", "ips_spread_pct", "harness_host_launch_us", "bare_host_launch_us",
            "bare_iters", "note"]
-ALWAYS = {"backend": "pytorch", "precision": "fp16", "device": "cuda", "resolution": 224, "batch_size": 64}
+# The reference sweep's cells that docs/benchmarks quote: eager pytorch fp16 at 224 px batch 64, and
+# the same with CUDA graph replay at batch 32, where replay gains the most over eager launches.
+ALWAYS = [{"backend": "pytorch", "precision": "fp16", "device": "cuda", "resolution": 224, "batch_size": 64},
+          {"backend": "pytorch_cudagraphs", "precision": "fp16", "device": "cuda", "resolution": 224, "batch_size": 32}]
 
 
 def select_cells(summary: pd.DataFrame) -> pd.DataFrame:
@@ -39,38 +42,40 @@ def select_cells(summary: pd.DataFrame) -> pd.DataFrame:
     picked = []
     for _, group in ok.groupby(["device", "backend", "precision"], sort=True):
         picked.append(group.sort_values(["_order", "_work"]).index[0])
-    always = ok
-    for key, value in ALWAYS.items():
-        always = always[always[key] == value]
-    picked += list(always.index)
+    for cell in ALWAYS:
+        always = ok
+        for key, value in cell.items():
+            always = always[always[key] == value]
+        picked += list(always.index)
     return ok.loc[sorted(set(picked))].drop(columns=["_order", "_work"])
 
 
 def bare_spec(row, config: dict, results_dir: Path) -> dict:
-    """What the bare loop needs for this row: the cell, its backend's resolved options, the
-    artifact the cell loaded (the sweep's own export, or None) and the sweep's time minimums."""
+    """What the bare loop needs for this row: the backend its variant runs with the variant's
+    resolved options (CUDA graphs for a variant that replays them, say), the artifact the cell
+    loaded (the sweep's own export, or None) and the sweep's time minimums."""
     from inferbench.backends import load_backend
-    from inferbench.config import Cell, measurement_for
+    from inferbench.config import Cell, backend_of, measurement_for, options_of
 
-    backend = load_backend(row["backend"])
-    options = backend.parse_options(config["backends"].get(row["backend"]) or {})
+    impl = backend_of(config, row["backend"])
+    options = load_backend(impl).parse_options(options_of(config, row["backend"]))
     cell = Cell(row["model"], row["backend"], row["device"], row["precision"], int(row["resolution"]), int(row["batch_size"]))
     measurement = measurement_for(config, row["device"])
     threads = int(row["num_threads"]) if pd.notna(row.get("num_threads")) else measurement.get("cpu_threads")
-    return {"model": cell.model, "seed": int(config.get("seed", 0)), "backend": cell.backend,
+    return {"model": cell.model, "seed": int(config.get("seed", 0)), "backend": impl,
             "precision": cell.precision, "device": cell.device, "resolution": cell.resolution,
             "batch_size": cell.batch_size, "options": dataclasses.asdict(options),
-            "artifact": _artifact(backend, cell, options, results_dir), "threads": threads,
+            "artifact": _artifact(config, cell, results_dir), "threads": threads,
             "warmup_s": measurement.get("warmup_min_s", 0.0), "timed_s": measurement.get("min_time_s", 0.0)}
 
 
-def _artifact(backend, cell, options, results_dir: Path) -> str | None:
-    from inferbench.spec import variant_name
+def _artifact(config: dict, cell, results_dir: Path) -> str | None:
+    from inferbench.spec import artifact_manifest
 
-    key = backend.artifact_key(cell, options)
-    if key is None:
+    relative = artifact_manifest(config, cell)
+    if relative is None:
         return None
-    manifest = results_dir / "artifacts" / cell.model / cell.backend / f"{variant_name(key)}.json"
+    manifest = results_dir / relative
     data = json.loads(manifest.read_text())
     return str(manifest.parent / data["artifact_path"])
 

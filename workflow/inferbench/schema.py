@@ -20,6 +20,9 @@ IDENTITY = [
     # "host": a (pinned) host batch is copied in and the output copied back inside the timed window.
     ("io", pa.string()),
     ("backend_options", pa.string()),  # JSON text of every choice the backend made
+    # The backend a variant runs; `backend` is the variant's name (config `backends:` key). Null
+    # in shards written before variants existed: there it equals `backend` (see with_backend_impl).
+    ("backend_impl", pa.string()),
 ]
 
 OUTCOME = [
@@ -137,6 +140,15 @@ COLUMN_NAMES = [name for name, _ in COLUMNS]
 CELL_KEY = ["model", "backend", "precision", "device", "io", "resolution", "batch_size"]
 
 STATUSES = ("ok", "skipped", "oom", "error")
+
+
+def with_backend_impl(table: pa.Table) -> pa.Table:
+    """Fill a null `backend_impl` with `backend`: a row that names none ran its own backend."""
+    import pyarrow.compute as pc
+
+    i = table.schema.get_field_index("backend_impl")
+    filled = pc.coalesce(table.column("backend_impl"), table.column("backend"))
+    return table.set_column(i, table.schema.field(i), filled)
 
 
 def empty_row() -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from inferbench.schema import COLUMN_NAMES, SHARD_SCHEMA, empty_row
+from inferbench.schema import COLUMN_NAMES, SHARD_SCHEMA, empty_row, with_backend_impl
 
 
 def normalize(row: dict) -> dict:
@@ -38,7 +38,7 @@ def read_shards(paths) -> pa.Table:
         for field in SHARD_SCHEMA:
             if field.name not in t.column_names:
                 t = t.append_column(field, pa.nulls(len(t), field.type))
-        tables.append(t.select(SHARD_SCHEMA.names).cast(SHARD_SCHEMA))
+        tables.append(with_backend_impl(t.select(SHARD_SCHEMA.names).cast(SHARD_SCHEMA)))
     if not tables:
         return SHARD_SCHEMA.empty_table()
     return pa.concat_tables(tables)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from inferbench.errors import UserError
-from inferbench.schema import SHARD_SCHEMA, STATUSES
+from inferbench.schema import SHARD_SCHEMA, STATUSES, with_backend_impl
 
 # shards/{model}/{backend}/{device}/{precision}/r{resolution}_b{batch}.parquet
 SHARD_NAME = re.compile(r"r(\d+)_b(\d+)\.parquet")
@@ -55,7 +55,7 @@ def read_conforming(path: Path) -> pa.Table:
         if field.name not in table.column_names:
             table = table.append_column(field, pa.nulls(len(table), field.type))
     try:
-        return table.select(SHARD_SCHEMA.names).cast(SHARD_SCHEMA)
+        return with_backend_impl(table.select(SHARD_SCHEMA.names).cast(SHARD_SCHEMA))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise ShardProblem(f"its columns do not have the shard schema's types ({exc})") from None
 

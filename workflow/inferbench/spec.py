@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from inferbench.config import Cell, axis_for, io_modes_for, measurement_for
+from inferbench.config import Cell, axis_for, backend_of, io_modes_for, measurement_for, options_of
 
 
-def variant_name(key: dict) -> str:
+def artifact_name(key: dict) -> str:
     return "_".join(f"{k}-{v}" for k, v in key.items())
 
 
@@ -63,12 +63,20 @@ class CellSpec:
     timeout_s: float
     # "fresh": a fresh process per cell; "warm": the GPU's warm worker (inferbench.warm).
     gpu_worker: str = "fresh"
+    # the backend a variant runs (cell.backend is the variant's name); None: cell.backend itself
+    backend_impl: str | None = None
+
+    @property
+    def impl(self) -> str:
+        return self.backend_impl or self.cell.backend
 
     def to_json(self) -> str:
         d = asdict(self)
+        # defaults leave the job's parameters as they were: existing shards stay valid
         if d["gpu_worker"] == "fresh":
-            # the default leaves the job's parameters as they were: existing shards stay valid
             del d["gpu_worker"]
+        if d["backend_impl"] in (None, self.cell.backend):
+            del d["backend_impl"]
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -78,49 +86,89 @@ class CellSpec:
         return cls(**d)
 
 
+def export_options(backend, options) -> dict:
+    """The options the backend's export reads (its EXPORT_OPTIONS; all of them if it does not
+    say), resolved: variants whose export options and artifact key agree share one artifact."""
+    import dataclasses
+
+    values = dataclasses.asdict(options)
+    names = getattr(backend, "EXPORT_OPTIONS", None)
+    return values if names is None else {k: v for k, v in values.items() if k in names}
+
+
 def artifact_key_for(config: dict, cell: Cell) -> dict | None:
+    """What the cell's artifact depends on: the backend's key, plus the export options it does not
+    fix that differ from their defaults (so that a variant that changes one gets its own file)."""
     from inferbench.backends import load_backend
 
-    backend = load_backend(cell.backend)
-    options = backend.parse_options(config["backends"].get(cell.backend) or {})
-    return backend.artifact_key(cell, options)
+    backend = load_backend(backend_of(config, cell.backend))
+    options = backend.parse_options(options_of(config, cell.backend))
+    key = backend.artifact_key(cell, options)
+    if key is None:
+        return None
+    defaults = export_options(backend, backend.parse_options({}))
+    extra = {k: v for k, v in export_options(backend, options).items() if k not in key and v != defaults[k]}
+    if any(not isinstance(v, (bool, int, float, str)) or not str(v).replace("-", "").replace(".", "").replace("_", "").isalnum()
+           for v in extra.values()):
+        # a value that would not make a plain file name: its hash does
+        import hashlib
+
+        extra = {"options": hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:12]}
+    return {**key, **extra}
 
 
-def known_skip(cell: Cell, raw_options: dict | None, cuda_visible, libraries: bool = True) -> str | None:
+def artifact_manifest(config: dict, cell: Cell) -> str | None:
+    """The manifest of the artifact the cell loads, relative to the results folder, or None.
+    Under the backend's name, not the variant's: variants share what they can."""
+    key = artifact_key_for(config, cell)
+    if key is None:
+        return None
+    return f"artifacts/{cell.model}/{backend_of(config, cell.backend)}/{artifact_name(key)}.json"
+
+
+def known_skip(cell: Cell, raw_options: dict | None, cuda_visible, libraries: bool = True,
+               backend: str | None = None) -> str | None:
     """Why `cell` will be skipped, if that is known before anything is exported or loaded:
     the backend does not support the combination, no CUDA device is visible, or (with
     `libraries`) the backend's library is not installed. `cuda_visible` is a callable, asked
     only for CUDA cells. The cell job asks the same questions where it runs (commands/cell.py);
-    the workflow asks them to leave out exports whose every cell would be skipped."""
+    the workflow asks them to leave out exports whose every cell would be skipped. `backend`:
+    the backend a variant runs (default: the cell's own)."""
     from inferbench.backends import load_backend, missing_library
     from inferbench.devices import NO_CUDA
 
-    backend = load_backend(cell.backend)
-    reason = backend.unsupported(cell, backend.parse_options(raw_options or {}))
+    backend = backend or cell.backend
+    module = load_backend(backend)
+    reason = module.unsupported(cell, module.parse_options(raw_options or {}))
     if reason:
         return reason
     if cell.device == "cuda" and not cuda_visible():
         return NO_CUDA
-    return missing_library(cell.backend) if libraries else None
+    return missing_library(backend) if libraries else None
 
 
-def export_spec_for(config: dict, backend: str, key: dict) -> ExportSpec:
+def export_spec_for(config: dict, variant: str, key: dict) -> ExportSpec:
+    """The export job of the artifact with `key`, for the `backends:` entry `variant`. Only the
+    options its export reads: variants that differ elsewhere make the same job, hence one export."""
     from inferbench.backends import load_backend
 
+    backend = backend_of(config, variant)
+    module = load_backend(backend)
     # Only an artifact built for a batch range (a TensorRT engine) depends on the batch sizes;
     # for the others, adding a batch size must not redo the export (and rerun every cell).
     batch_sizes = []
-    if getattr(load_backend(backend), "NEEDS_BATCH_RANGE", False):
+    if getattr(module, "NEEDS_BATCH_RANGE", False):
         batch_sizes = sorted(axis_for(config, key.get("device", "cuda"), "batch_sizes"))
+    options = export_options(module, module.parse_options(options_of(config, variant)))
     return ExportSpec(model=config["model"], weights=config.get("weights"), seed=config["seed"], backend=backend,
-                      key=key, batch_sizes=batch_sizes,
-                      options=config["backends"].get(backend) or {})
+                      key=key, batch_sizes=batch_sizes, options=options)
 
 
 def cell_spec_for(config: dict, cell: Cell) -> CellSpec:
     return CellSpec(cell=cell, weights=config.get("weights"), seed=config["seed"],
-                    options=config["backends"].get(cell.backend) or {},
+                    options=options_of(config, cell.backend),
                     measurement=measurement_for(config, cell.device), io_modes=io_modes_for(config, cell.device),
                     timeout_s=config["cell_timeout_s"],
                     # only GPU cells have a GPU worker: CPU cells always start a fresh process
-                    gpu_worker=config.get("gpu_worker", "fresh") if cell.device == "cuda" else "fresh")
+                    gpu_worker=config.get("gpu_worker", "fresh") if cell.device == "cuda" else "fresh",
+                    backend_impl=backend_of(config, cell.backend))

@@ -31,7 +31,7 @@ IO_ORDER = ["device", "host"]
 COMPARABLE = ["model", "resolution", "device", "io", "batch_size"]
 
 TIDY_COLUMNS = [
-    "model", "resolution", "device", "io", "backend", "precision", "batch_size", "series",
+    "model", "resolution", "device", "io", "backend", "backend_impl", "precision", "batch_size", "series",
     "status", "reason", "throughput_ips", "ips_spread_pct", "latency_ms_median", "latency_ms_p99", "latency_cv",
     "memory_peak_mb", "memory_source", "energy_j_per_image", "gpu_busy_pct", "max_abs_err", "top1_agreement",
     SPEEDUP_COLUMN, "best_in_batch", "export_s", "load_s", "compile_s", "first_run_ms",
@@ -69,6 +69,8 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
         if name not in df.columns:
             df[name] = None
     df["reason"] = df["reason"].fillna("").astype(str)
+    # summaries from before variants: every row ran the backend it is named after
+    df["backend_impl"] = df["backend_impl"].fillna(df["backend"])
     df["io"] = df["io"].fillna("device").astype(str)
     return df
 
@@ -88,7 +90,9 @@ def sort_cells(df: pd.DataFrame) -> pd.DataFrame:
         "r": df["resolution"],
         "d": _rank(df["device"], DEVICE_ORDER),
         "i": _rank(df["io"], IO_ORDER),
-        "b": _rank(df["backend"], BACKEND_ORDER),
+        # a variant right after the backend it runs, the backend's own entry first
+        "b": _rank(df["backend_impl"].fillna(df["backend"]) if "backend_impl" in df else df["backend"], BACKEND_ORDER),
+        "v": df["backend"].map(lambda name: (name not in BACKEND_ORDER, str(name))),
         "p": _rank(df["precision"], PRECISION_ORDER),
         "n": df["batch_size"],
     }, index=df.index)

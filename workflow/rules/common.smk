@@ -11,9 +11,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from inferbench.backends import KNOWN_BACKENDS, load_backend, source_file
-from inferbench.config import Cell, cells, config_sha256, load_config
+from inferbench.config import Cell, backend_of, cells, config_sha256, load_config, options_of
 from inferbench.errors import UserError
-from inferbench.spec import artifact_key_for, cell_spec_for, export_spec_for, known_skip, variant_name
+from inferbench.spec import artifact_key_for, artifact_manifest, cell_spec_for, export_spec_for, known_skip
 
 try:
     _resolved = load_config(dict(config))
@@ -126,24 +126,25 @@ def cell_of(wc):
     return Cell(wc.model, wc.backend, wc.device, wc.precision, int(wc.resolution), int(wc.batch))
 
 
-# artifact manifest path -> ExportSpec, for every artifact some cell needs
+# artifact manifest path -> ExportSpec, for every artifact some cell needs. Variants of one
+# backend whose export options agree map to one manifest (under the backend's name): one export.
 EXPORTS = {}
 CELL_ARTIFACT = {}
 for _cell in CELLS:
-    _key = artifact_key_for(config, _cell)
-    if _key is None:
+    _manifest = artifact_manifest(config, _cell)
+    if _manifest is None:
         continue
-    _manifest = f"{RESULTS}/artifacts/{_cell.model}/{_cell.backend}/{variant_name(_key)}.json"
-    EXPORTS[_manifest] = export_spec_for(config, _cell.backend, _key)
+    _manifest = f"{RESULTS}/{_manifest}"
+    EXPORTS[_manifest] = export_spec_for(config, _cell.backend, artifact_key_for(config, _cell))
     CELL_ARTIFACT[_cell] = _manifest
 
 
 def export_device(wc):
-    return EXPORTS[f"{RESULTS}/artifacts/{wc.model}/{wc.backend}/{wc.variant}.json"].key.get("device", "cpu")
+    return EXPORTS[f"{RESULTS}/artifacts/{wc.model}/{wc.backend}/{wc.artifact}.json"].key.get("device", "cpu")
 
 
 def export_spec(wc):
-    return EXPORTS[f"{RESULTS}/artifacts/{wc.model}/{wc.backend}/{wc.variant}.json"].to_json()
+    return EXPORTS[f"{RESULTS}/artifacts/{wc.model}/{wc.backend}/{wc.artifact}.json"].to_json()
 
 
 # Export only what will run. An artifact is left out when the cell that loads it will be skipped
@@ -172,12 +173,13 @@ def will_skip(cell):
     how = pruning()
     if how is None:
         return None
-    return known_skip(cell, config["backends"].get(cell.backend), cuda_visible, libraries=how["libraries"])
+    return known_skip(cell, options_of(config, cell.backend), cuda_visible, libraries=how["libraries"],
+                      backend=backend_of(config, cell.backend))
 
 
 def cell_inputs(wc):
     cell = cell_of(wc)
-    inputs = {"code": CORE_MEASUREMENT_CODE + backend_code(cell.backend)}
+    inputs = {"code": CORE_MEASUREMENT_CODE + backend_code(backend_of(config, cell.backend))}
     if cell in CELL_ARTIFACT and not will_skip(cell):
         inputs["artifact"] = CELL_ARTIFACT[cell]
     return inputs

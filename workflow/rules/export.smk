@@ -1,4 +1,5 @@
-# Each artifact is made once and shared by every cell that loads it.
+# Each artifact is made once and shared by every cell that loads it, of every variant of its backend
+# whose export options agree ({backend} here is the backend's name, never a variant's).
 
 
 rule export_artifact:
@@ -7,11 +8,11 @@ rule export_artifact:
     input:
         code=lambda wc: EXPORT_CODE + backend_code(wc.backend),
     output:
-        manifest=f"{RESULTS}/artifacts/{{model}}/{{backend}}/{{variant}}.json",
+        manifest=f"{RESULTS}/artifacts/{{model}}/{{backend}}/{{artifact}}.json",
     params:
         spec=export_spec,
     log:
-        f"{RESULTS}/logs/export/{{model}}/{{backend}}/{{variant}}.log",
+        f"{RESULTS}/logs/export/{{model}}/{{backend}}/{{artifact}}.log",
     container:
         config["container"]
     threads: lambda wc: all_cores()

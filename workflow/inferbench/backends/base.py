@@ -5,6 +5,8 @@ A backend module provides:
   parse_options(raw)      -> Options (use `parse_dataclass`)
   artifact_key(cell, o)   -> dict of what its exported artifact depends on, or None (no export)
   ARTIFACT_SUFFIX         file suffix of the artifact, if any
+  EXPORT_OPTIONS          optional: the options `export` reads (default: all of them); variants
+                          of the backend that agree on these and on the key share one artifact
   unsupported(cell, o)    -> reason the cell cannot run (a `skipped` cell), or None
   REQUIRES                optional: modules it needs beyond torch, checked without importing them
   REQUIRES_HINT           optional: where to get them, appended to the skip reason

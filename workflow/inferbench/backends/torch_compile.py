@@ -17,7 +17,7 @@ MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagrap
 @dataclass
 class Options:
     mode: str = "default"  # reduce-overhead and max-autotune use CUDA graphs
-    backend: str = "inductor"
+    compile_backend: str = "inductor"  # torch.compile's `backend` argument
     # false: specialise on the cell's exact shape (fastest kernels, one compilation per shape);
     # "batch": only the batch dimension is symbolic, so Inductor's on-disk cache serves every
     # batch size of a resolution from a few compilations (shorter sweeps, possibly slower
@@ -43,6 +43,9 @@ def artifact_key(cell, options):
 
 
 def unsupported(cell, options):
+    if options.mode == "reduce-overhead" and cell.device != "cuda":
+        # on the CPU it would compile as mode default: a second copy of that cell under another name
+        return "mode reduce-overhead replays CUDA graphs, which need a CUDA device"
     return None
 
 
@@ -52,7 +55,7 @@ def load(ctx) -> Runner:
     o = ctx.options
     model, channels_last = place_model(ctx.build_model(), ctx.cell, o.channels_last, o.tf32)
     # dynamic=None lets mark_dynamic below make the batch dimension, and only it, symbolic.
-    compiled = torch.compile(model, mode=o.mode, backend=o.backend,
+    compiled = torch.compile(model, mode=o.mode, backend=o.compile_backend,
                              dynamic=None if o.dynamic == "batch" else o.dynamic, fullgraph=o.fullgraph)
     runner = module_runner(compiled, ctx.cell, channels_last, torch_dtype(ctx.cell.precision))
     # Compile now, on an input of the cell's exact shape and layout, so the timed window never
@@ -62,7 +65,7 @@ def load(ctx) -> Runner:
     example = runner.prepare(example)
     if o.dynamic == "batch":
         torch._dynamo.mark_dynamic(example, 0)
-    cache_before = fx_graph_cache_counts()
+    cache_before, skips_before = fx_graph_cache_counts(), cudagraph_skips()
     start = time.perf_counter()
     for _ in range(2):
         runner.run(example)
@@ -71,10 +74,28 @@ def load(ctx) -> Runner:
     runner.compile_s = time.perf_counter() - start
     cache_after = fx_graph_cache_counts()
     # compile_s is only comparable between cells that compiled cold or warm alike: say which.
-    runner.facts.update(mode=o.mode, dynamic=o.dynamic, torch_compile_backend=o.backend,
+    runner.facts.update(mode=o.mode, dynamic=o.dynamic, torch_compile_backend=o.compile_backend,
                         fx_graph_cache_hits=cache_after[0] - cache_before[0],
                         fx_graph_cache_misses=cache_after[1] - cache_before[1])
+    if o.mode in ("reduce-overhead", "max-autotune") and ctx.cell.device == "cuda":
+        # Inductor falls back to launching kernels one by one when it cannot graph the model
+        # (it logs why): then this cell measures no CUDA graphs, and says so. Each call is a new
+        # CUDA-graph-trees iteration by its own rule (one per torch.compile invocation without a
+        # pending backward), and the harness reads each output before the next call, so no
+        # cudagraph_mark_step_begin() is needed (or called) between calls.
+        runner.facts.update(cuda_graphs=cudagraph_skips() == skips_before,
+                            cudagraph_skips=cudagraph_skips() - skips_before)
     return runner
+
+
+def cudagraph_skips() -> int:
+    """How many times Inductor gave up CUDA graphs in this process (a private counter: 0 if a
+    torch release moves it)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return 0
+    return int(counters.get("inductor", {}).get("cudagraph_skips", 0))
 
 
 def fx_graph_cache_counts() -> tuple[int, int]:

@@ -9,6 +9,7 @@ from inferbench.backends.torch_common import module_runner, place_model, resolve
 
 USES_TORCH_COMMON = True
 ARTIFACT_SUFFIX = ".ts"
+EXPORT_OPTIONS = ("channels_last",)  # optimize_for_inference is applied when loading
 
 
 @dataclass

@@ -35,7 +35,7 @@ def base_row(spec) -> dict:
     from inferbench.environment import host_environment
 
     c = spec.cell
-    row = {"model": c.model, "backend": c.backend, "precision": c.precision, "device": c.device,
+    row = {"model": c.model, "backend": c.backend, "backend_impl": spec.impl, "precision": c.precision, "device": c.device,
            "resolution": c.resolution, "batch_size": c.batch_size, "backend_options": json.dumps(spec.options, sort_keys=True),
            "seed": spec.seed, "weights": spec.weights or "random",
            "measurement": json.dumps(spec.measurement, sort_keys=True)}
@@ -58,7 +58,7 @@ def quick_verdict(spec, artifact) -> tuple[str, str] | None:
     from inferbench.devices import cuda_device_count
     from inferbench.spec import known_skip
 
-    reason = known_skip(spec.cell, spec.options, cuda_visible=lambda: cuda_device_count() > 0)
+    reason = known_skip(spec.cell, spec.options, cuda_visible=lambda: cuda_device_count() > 0, backend=spec.impl)
     if reason:
         return "skipped", reason
     if artifact is not None and artifact.get("status") != "ok":

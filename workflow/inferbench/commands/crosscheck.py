@@ -21,7 +21,7 @@ HELP = "time one cell with the harness and with a bare loop in the same process;
 
 def add_arguments(p):
     p.add_argument("--config", default="config.yaml", help="config whose model, seed and backend options to use")
-    p.add_argument("--backend", required=True)
+    p.add_argument("--backend", required=True, help="a name under the config's backends: a backend or a variant")
     p.add_argument("--precision", default="fp16")
     p.add_argument("--device", default="cuda")
     p.add_argument("--resolution", type=int, default=224)
@@ -37,12 +37,13 @@ def add_arguments(p):
 
 
 def backend_options(config: dict, backend: str, overrides: list[str]) -> dict:
-    """The config's options for the backend, with each OPTION=VALUE applied on top."""
+    """The config's options for the backend (or variant), with each OPTION=VALUE applied on top."""
     import yaml
 
+    from inferbench.config import options_of
     from inferbench.errors import UserError
 
-    options = dict(config["backends"].get(backend) or {})
+    options = options_of(config, backend)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -52,19 +53,20 @@ def backend_options(config: dict, backend: str, overrides: list[str]) -> dict:
 
 
 def _artifact(config, cell, backend, options) -> str | None:
-    """The sweep's own artifact if it was exported, else a fresh export into a temp folder."""
-    from inferbench.spec import export_spec_for, variant_name
+    """The sweep's own artifact if it was exported, else a fresh export into a temp folder.
+    `config` has the --set overrides in the cell's backends entry: they may change the artifact."""
+    from inferbench.spec import artifact_key_for, artifact_manifest, export_spec_for
 
-    key = backend.artifact_key(cell, options)
-    if key is None:
+    relative = artifact_manifest(config, cell)
+    if relative is None:
         return None
-    manifest = Path(config["results_dir"]) / "artifacts" / cell.model / cell.backend / f"{variant_name(key)}.json"
+    manifest = Path(config["results_dir"]) / relative
     if manifest.exists():
         data = json.loads(manifest.read_text())
         if data.get("status") == "ok":
             return str(manifest.parent / data["artifact_path"])
     out = str(Path(tempfile.mkdtemp(prefix="inferbench-crosscheck-")) / f"artifact{backend.ARTIFACT_SUFFIX}")
-    backend.export(export_spec_for(config, cell.backend, key), options, out)
+    backend.export(export_spec_for(config, cell.backend, artifact_key_for(config, cell)), options, out)
     return out
 
 
@@ -116,7 +118,7 @@ def run(args) -> int:
     from inferbench.backends import load_backend
     from inferbench.backends.base import LoadContext, options_json, torch_dtype
     from inferbench.cellrun import GpuTelemetry, default_threads
-    from inferbench.config import Cell, load_config, measurement_for
+    from inferbench.config import Cell, backend_of, load_config, measurement_for
     from inferbench.errors import UserError
     from inferbench.models import build_model
     from inferbench.timing import CudaEventTimer, Settings, measure
@@ -127,12 +129,15 @@ def run(args) -> int:
     if args.backend not in config["backends"]:
         raise UserError(f"--backend {args.backend!r} is not in {args.config}'s backends: {', '.join(config['backends'])}")
     cell = Cell(config["model"], args.backend, args.device, args.precision, args.resolution, args.batch)
-    backend = load_backend(args.backend)
-    options = backend.parse_options(backend_options(config, args.backend, args.overrides))
+    impl = backend_of(config, args.backend)
+    backend = load_backend(impl)
+    raw = backend_options(config, args.backend, args.overrides)
+    options = backend.parse_options(raw)
     reason = backend.unsupported(cell, options)
     if reason:
         raise UserError(f"this cell cannot run: {reason}")
-    artifact = _artifact(config, cell, backend, options)
+    overridden = dict(config, backends=dict(config["backends"], **{args.backend: dict(raw, backend=impl)}))
+    artifact = _artifact(overridden, cell, backend, options)
     load_started = time.perf_counter()
     runner = backend.load(LoadContext(cell=cell, options=options, artifact_path=artifact, threads=default_threads(),
                                       build_model=lambda: build_model(config["model"], config.get("weights"), config["seed"])))
@@ -155,7 +160,7 @@ def run(args) -> int:
     finally:
         if telemetry:
             telemetry.stop()
-    if args.backend == "onnxruntime" and options.io_binding:
+    if impl == "onnxruntime" and options.io_binding:
         bare = bare_ort_loop(artifact, x, args.precision, args.iters)
         bare_kind = "ONNX Runtime session with default provider options, wall clock around run + synchronize"
     else:
