@@ -61,14 +61,20 @@ def reference():
     return cfgmod.load_config(REFERENCE)
 
 
-def test_reference_config_has_212_cells(reference):
+def test_reference_config_has_292_cells(reference):
     cells = cfgmod.cells(reference)
-    assert len(cells) == 212
-    assert len(set(cells)) == 212
+    assert len(cells) == 292
+    assert len(set(cells)) == 292
     by_device = Counter(c.device for c in cells)
-    assert by_device == {"cuda": 200, "cpu": 12}
+    assert by_device == {"cuda": 280, "cpu": 12}
     cuda = [c for c in cells if c.device == "cuda"]
-    assert {c.backend for c in cuda} == {"pytorch", "torchscript", "onnxruntime", "torch_tensorrt", "torch_compile"}
+    assert {c.backend for c in cuda} == {"pytorch", "torchscript", "onnxruntime", "torch_tensorrt", "torch_compile",
+                                         "pytorch_cudagraphs", "torch_compile_cudagraphs"}
+    # the variants run the backends they name, with options of their own
+    assert cfgmod.backend_of(reference, "pytorch_cudagraphs") == "pytorch"
+    assert cfgmod.options_of(reference, "pytorch_cudagraphs") == {"cuda_graphs": True}
+    assert cfgmod.backend_of(reference, "torch_compile_cudagraphs") == "torch_compile"
+    assert cfgmod.options_of(reference, "torch_compile_cudagraphs")["mode"] == "reduce-overhead"
     assert {c.precision for c in cuda} == {"fp32", "fp16"}
     assert {c.batch_size for c in cuda} == {32, 40, 48, 56, 64}
     assert {c.resolution for c in cuda} == {224, 256, 384, 512}
@@ -157,6 +163,20 @@ BAD = [
     ("bad_option_type", _set(backends={"onnxruntime": {"opset": "17"}}), ["backends.onnxruntime", "opset"]),
     ("bad_option_value", _set(backends={"onnxruntime": {"cuda_provider": "rocm"}}),
      ["backends.onnxruntime", "cuda_provider", "tensorrt"]),
+    # variants: a backends entry that names the backend it runs
+    ("variant_of_unknown_backend", _set(backends={"pytorch": {}, "fast": {"backend": "tensorrt"}}),
+     ["backends.fast.backend", "unknown backend 'tensorrt'", "torch_tensorrt"]),
+    ("variant_of_a_variant", _set(backends={"pytorch": {}, "pytorch_cudagraphs": {"backend": "pytorch", "cuda_graphs": True},
+                                            "pytorch_cg_nhwc": {"backend": "pytorch_cudagraphs"}}),
+     ["backends.pytorch_cg_nhwc.backend", "'pytorch_cudagraphs' is a variant (of pytorch)", "backend: pytorch"]),
+    ("variant_name_not_plain", _set(backends={"pytorch": {}, "PyTorch-CG": {"backend": "pytorch"}}),
+     ["backends", "'PyTorch-CG'", "lower-case letters, digits and '_'"]),
+    ("variant_named_like_another_backend", _set(backends={"onnxruntime": {"backend": "pytorch"}}),
+     ["backends.onnxruntime", "cannot be a variant of pytorch", "name of its own"]),
+    ("variant_option_of_its_backend", _set(backends={"tc": {"backend": "torch_compile", "mode": "max"}}),
+     ["backends.tc", "'mode'", "reduce-overhead"]),
+    ("torch_compile_backend_option_is_renamed", _set(backends={"torch_compile": {"backend": "inductor"}}),
+     ["backends.torch_compile.backend", "unknown backend 'inductor'", "compile_backend"]),
 ]
 
 
@@ -252,7 +272,7 @@ def test_cli_validate_reference_prints_cell_count():
     proc = subprocess.run([str(BIN / "inferbench"), "validate", str(REFERENCE)], capture_output=True, text=True,
                           timeout=120, env=_env())
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.rstrip().endswith("# 212 cells")
+    assert proc.stdout.rstrip().endswith("# 292 cells")
 
 
 @pytest.mark.parametrize("case", ["wrong_key", "unknown_backend_option"])

@@ -67,7 +67,7 @@ def test_one_cuda_cell(backend, config, tmp_path):
     artifact = ""
     key = specmod.artifact_key_for(config, cell)
     if key is not None:
-        manifest = results / "artifacts" / cell.model / backend / f"{specmod.variant_name(key)}.json"
+        manifest = results / "artifacts" / cell.model / backend / f"{specmod.artifact_name(key)}.json"
         _inferbench("export", "--spec", specmod.export_spec_for(config, backend, key).to_json(), "--out", str(manifest))
         m = json.loads(manifest.read_text())
         assert m["status"] == "ok", m

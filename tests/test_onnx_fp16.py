@@ -39,7 +39,7 @@ def exports(tmp_path_factory):
     for cell in cfgmod.cells(config):
         key = specmod.artifact_key_for(config, cell)
         spec = specmod.export_spec_for(config, "onnxruntime", key)
-        out = results / "artifacts" / "resnet18" / "onnxruntime" / f"{specmod.variant_name(key)}.json"
+        out = results / "artifacts" / "resnet18" / "onnxruntime" / f"{specmod.artifact_name(key)}.json"
         cmd = [str(BIN / "inferbench"), "export", "--spec", spec.to_json(), "--out", str(out), "--timeout", "300"]
         procs[cell.precision] = (out, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                        text=True, env=env))

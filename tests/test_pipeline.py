@@ -28,6 +28,7 @@ from inferbench.schema import SHARD_SCHEMA
 from sweep import BIN, REPO, TINY, _env, make_checkout, snakemake, stop_forkservers  # noqa: F401  (also for other test files)
 
 BACKENDS = ("pytorch", "torchscript", "onnxruntime", "torch_tensorrt", "torch_compile")
+VARIANT = "pytorch_cudagraphs"  # tiny.yaml's variant: {backend: pytorch, cuda_graphs: true}
 AGGREGATION_RULES = {"aggregate", "tables", "figures_per_resolution", "figures_overall", "report", "archive",
                      "resolved_config", "harness_check", "all"}
 
@@ -52,7 +53,7 @@ def summary(run):
 
 def test_every_shard_exists_and_conforms_to_the_schema(run):
     cells = cfgmod.cells(run["config"])
-    assert len(cells) == 12 + 40
+    assert len(cells) == 16 + 48
     shards = sorted((run["results"] / "shards").rglob("*.parquet"))
     expected = {run["results"] / "shards" / c.model / c.backend / c.device / c.precision /
                 f"r{c.resolution}_b{c.batch_size}.parquet" for c in cells}
@@ -64,6 +65,7 @@ def test_every_shard_exists_and_conforms_to_the_schema(run):
         model, backend, device, precision = path.parts[-5:-1]
         res, batch = map(int, re.fullmatch(r"r(\d+)_b(\d+)\.parquet", path.name).groups())
         assert (t["backend"] == backend).all() and (t["device"] == device).all()
+        assert (t["backend_impl"] == ("pytorch" if backend == VARIANT else backend)).all()
         assert (t["precision"] == precision).all() and (t["model"] == model).all()
         assert (t["resolution"] == res).all() and (t["batch_size"] == batch).all()
         assert sorted(t["io"]) == (["device"] if device == "cpu" else ["device", "host"])
@@ -72,7 +74,7 @@ def test_every_shard_exists_and_conforms_to_the_schema(run):
 
 
 def test_cpu_cells_are_ok_with_sane_numbers(run, summary):
-    cpu = summary[summary["device"] == "cpu"]
+    cpu = summary[(summary["device"] == "cpu") & (summary["backend"] != VARIANT)]
     assert len(cpu) == 12
     assert set(cpu["backend"]) == {"pytorch", "torchscript", "onnxruntime"}
     assert (cpu["status"] == "ok").all(), cpu[["backend", "status", "reason"]]
@@ -114,10 +116,18 @@ def test_cpu_cells_are_ok_with_sane_numbers(run, summary):
     assert summary["run_id"].nunique() == 1 and summary["config_sha256"].nunique() == 1
 
 
+def test_a_cuda_graphs_variant_on_the_cpu_is_skipped_with_the_reason(summary):
+    cpu = summary[(summary["device"] == "cpu") & (summary["backend"] == VARIANT)]
+    assert len(cpu) == 4 and (cpu["status"] == "skipped").all(), cpu[["status", "reason"]]
+    assert (cpu["reason"] == "CUDA graphs need a CUDA device").all()
+    assert (cpu["backend_impl"] == "pytorch").all()
+    assert all(json.loads(o)["cuda_graphs"] is True for o in cpu["backend_options"])
+
+
 def test_every_cell_accounts_for_its_time(summary):
     from inferbench import timebudget
 
-    cpu = summary[summary["device"] == "cpu"]
+    cpu = summary[(summary["device"] == "cpu") & (summary["status"] == "ok")]
     for col in ("job_wall_s", "worker_start_s", "setup_s", "warmup_s", "reference_s"):
         assert (cpu[col] > 0).all(), (col, cpu[col].tolist())
     assert cpu["gpu_wait_s"].isna().all()  # no GPU to wait for
@@ -133,7 +143,7 @@ def test_every_cell_accounts_for_its_time(summary):
 
 def test_cuda_cells_are_skipped_with_a_reason(summary):
     cuda = summary[summary["device"] == "cuda"]
-    assert len(cuda) == 40 * 2  # two io modes per cell
+    assert len(cuda) == 48 * 2  # two io modes per cell
     assert (cuda["status"] == "skipped").all()
     assert (cuda[cuda["backend"] != "torch_tensorrt"]["reason"] == "no CUDA device").all()
     trt = cuda[cuda["backend"] == "torch_tensorrt"]
@@ -142,9 +152,10 @@ def test_cuda_cells_are_skipped_with_a_reason(summary):
 
 
 def test_summary_has_every_row(run, summary):
-    assert len(summary) == 92
+    assert len(summary) == 16 + 96
     assert list(summary.columns) == SHARD_SCHEMA.names
-    assert set(summary["backend"]) == set(BACKENDS)
+    assert set(summary["backend"]) == set(BACKENDS) | {VARIANT}
+    assert set(summary["backend_impl"]) == set(BACKENDS)
 
 
 def test_tables_figures_report_archive(run):
@@ -153,7 +164,7 @@ def test_tables_figures_report_archive(run):
         for ext in ("csv", "md", "html"):
             assert (results / "tables" / f"{res}.{ext}").stat().st_size > 0
         md = (results / "tables" / f"{res}.md").read_text()
-        for backend in BACKENDS:
+        for backend in BACKENDS + (VARIANT,):
             assert backend in md, f"{backend} missing from tables/{res}.md"
         for name in (f"{res}.png", f"latency_{res}.png", f"gpu_memory_{res}.png"):
             png = (results / "figures" / name).read_bytes()
@@ -242,11 +253,19 @@ def dry_runs(run, tmp_path_factory):
     def add_batch(c):
         c["batch_sizes"] = [2, 4, 8]
 
+    def change_variants(c):
+        # a new variant: the same ONNX files as onnxruntime (same opset), another session setting
+        c["backends"]["onnxruntime_basic"] = {"backend": "onnxruntime", "graph_optimization_level": "basic"}
+        c["per_device"]["cpu"]["backends"].append("onnxruntime_basic")
+        # and one option of the existing variant
+        c["backends"][VARIANT]["channels_last"] = True
+
     jobs = {
         "unchanged": (run["work"] / "tiny.yaml", ["-n"]),
         "unchanged_summary": (run["work"] / "tiny.yaml", ["--summary"]),
         "opset": (variant(run, "opset", set_opset), ["--summary"]),
         "batch": (variant(run, "batch", add_batch), ["--summary"]),
+        "variants": (variant(run, "variants", change_variants), ["--summary"]),
     }
     relative = os.path.relpath(run["checkout"] / "Snakefile", run["work"])  # ../checkout/Snakefile
     failing = tmp_path_factory.mktemp("failing")
@@ -294,7 +313,7 @@ def test_d_new_batch_size_runs_only_new_cells(run, dry_runs):
     exports = [p for r, p in jobs if r == "export_artifact"]
     assert set(r for r, _ in jobs) - AGGREGATION_RULES <= {"benchmark_cell", "export_artifact"}
     new = [p for p in cells if p.endswith("_b8.parquet")]
-    assert len(new) == 2 * 3 + 2 * 2 * 5  # cpu: 2 res x 3 backends; cuda: 2 res x 2 precisions x 5 backends
+    assert len(new) == 2 * 4 + 2 * 2 * 6  # cpu: 2 res x 4 backends; cuda: 2 res x 2 precisions x 6 backends
     # Only Torch-TensorRT's engine is built for the sweep's batch range, so only it re-exports
     # (and its cells rerun); no other artifact and no other existing cell is redone.
     assert {backend_of(p) for p in exports} <= {"torch_tensorrt"}
@@ -322,6 +341,19 @@ def test_c_touching_a_backend_source_reruns_only_that_backend(run, dry_runs):
     cells = [p for r, p in jobs if r == "benchmark_cell"]
     assert {backend_of(p) for p in exports + cells} == {"onnxruntime"}
     assert len(exports) == ONNX_EXPORTS and len(cells) == 12
+    assert {"aggregate", "report", "archive"} <= rules
+
+
+def test_f_a_new_or_edited_variant_runs_only_its_own_cells(run, dry_runs):
+    jobs = pending(dry_runs["variants"])
+    rules = {r for r, _ in jobs}
+    # No export: the new variant loads onnxruntime's ONNX files, which are up to date.
+    assert rules - AGGREGATION_RULES == {"benchmark_cell"}, jobs
+    cells = [p for r, p in jobs if r == "benchmark_cell"]
+    # Neither the pytorch nor the onnxruntime cells rerun: only the two variants' own.
+    assert {backend_of(p) for p in cells} == {"onnxruntime_basic", VARIANT}
+    for name in ("onnxruntime_basic", VARIANT):
+        assert len([p for p in cells if backend_of(p) == name]) == 4 + 8  # cpu fp32 2x2, cuda fp32/fp16 2x2
     assert {"aggregate", "report", "archive"} <= rules
 
 
