@@ -50,15 +50,15 @@ def test_variants_share_an_artifact_unless_an_option_their_export_reads_differs(
 
     # one export job (same manifest, same spec) for variants that differ only in how they run it
     assert artifact("onnxruntime_basic") == artifact("onnxruntime")
-    assert artifact("onnxruntime")[0] == "artifacts/resnet18/onnxruntime/precision-fp16_resolution-48_opset-17.json"
+    assert artifact("onnxruntime")[0] == "artifacts/resnet18/onnxruntime/precision-fp16_opset-17.json"
     assert artifact("torchscript_plain") == artifact("torchscript")
     # an option the export reads makes an artifact of its own, under the backend's name
-    assert artifact("onnxruntime_o18")[0] == "artifacts/resnet18/onnxruntime/precision-fp16_resolution-48_opset-18.json"
+    assert artifact("onnxruntime_o18")[0] == "artifacts/resnet18/onnxruntime/precision-fp16_opset-18.json"
     trt, trt5 = artifact("torch_tensorrt")[0], artifact("torch_tensorrt_o5")[0]
     assert trt == "artifacts/resnet18/torch_tensorrt/device-cuda_precision-fp16_resolution-48.json"
     assert trt5 == trt.replace(".json", "_optimization_level-5.json")
     # the export job holds only the options its export reads
-    assert json.loads(artifact("onnxruntime")[1])["options"] == {"opset": 17}
+    assert json.loads(artifact("onnxruntime")[1])["options"] == {"opset": 17, "share_across_resolutions": True}
     assert json.loads(artifact("onnxruntime")[1])["backend"] == "onnxruntime"
     assert artifact("pytorch_cudagraphs") == (None, None)
 

@@ -13,7 +13,7 @@ from inferbench.backends.base import Runner, Skip, parse_dataclass, torch_dtype
 from inferbench.errors import UserError
 
 ARTIFACT_SUFFIX = ".onnx"
-EXPORT_OPTIONS = ("opset",)  # the rest is how a session runs the file
+EXPORT_OPTIONS = ("opset", "share_across_resolutions")  # the rest is how a session runs the file
 PROVIDERS = ("cuda", "tensorrt")
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 REQUIRES = ("onnxruntime",)
