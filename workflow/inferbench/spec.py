@@ -108,13 +108,17 @@ def artifact_key_for(config: dict, cell: Cell) -> dict | None:
         return None
     defaults = export_options(backend, backend.parse_options({}))
     extra = {k: v for k, v in export_options(backend, options).items() if k not in key and v != defaults[k]}
-    if any(not isinstance(v, (bool, int, float, str)) or not str(v).replace("-", "").replace(".", "").replace("_", "").isalnum()
-           for v in extra.values()):
+    if not all(_plain(v) for v in extra.values()):
         # a value that would not make a plain file name: its hash does
         import hashlib
 
         extra = {"options": hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:12]}
     return {**key, **extra}
+
+
+def _plain(value) -> bool:
+    return isinstance(value, (bool, int, float, str)) and str(value).replace("-", "").replace(".", "").replace(
+        "_", "").isalnum()
 
 
 def artifact_manifest(config: dict, cell: Cell) -> str | None:
