@@ -197,7 +197,7 @@ def check_engine_report(report: dict, plan: ExportPlan) -> None:
     if report["disable_tf32"] not in (None, [want_tf32]):
         problems.append(f"the engines report disable_tf32={report['disable_tf32']}, asked {want_tf32}")
     if report["output_dtype"] != want_dtype:
-        problems.append(f"the engine returns {report['output_dtype']} logits for a {plan.precision} cell")
+        problems.append(f"the engine returns {report['output_dtype']} logits, the cell is {plan.precision}")
     if problems:
         raise RuntimeError("Torch-TensorRT did not build the engine asked for: " + "; ".join(problems))
 
