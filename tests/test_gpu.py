@@ -126,8 +126,9 @@ def test_torch_tensorrt_one_engine_serves_every_batch_size(precision, tmp_path):
         out = results / "shards" / "resnet18" / "torch_tensorrt" / "cuda" / precision / f"r64_b{c.batch_size}.parquet"
         proc = _inferbench("cell", "--spec", specmod.cell_spec_for(config, c).to_json(), "--artifact", str(manifest),
                            "--out", str(out), "--lock-dir", str(results / ".locks"))
+        log = (proc.stdout + proc.stderr)[-4000:]
         for r in pq.read_table(out).to_pylist():
-            assert r["status"] == "ok", f"batch {c.batch_size} {r['io']}: {r['reason']}\n{(proc.stdout + proc.stderr)[-4000:]}"
+            assert r["status"] == "ok", f"batch {c.batch_size} {r['io']}: {r['reason']}\n{log}"
             assert r["top1_agreement"] is not None and r["top1_agreement"] >= 0.5
             engine = json.loads(r["backend_options"])["engine"]
             assert engine["trt_engines"] >= 1 and engine["output_dtype"] == want_dtype, engine
