@@ -5,11 +5,13 @@ the arguments of torch_tensorrt.compile and torch_tensorrt.save (`plan_export`),
 the library's version (`library_features`). Those are pure and tested here for fp32, fp16 and
 bf16, one and several batch sizes, and each version branch; so are the check of what the
 library reports it built, the opt_batch check of the config, and the skip where TensorRT is
-missing. tests/test_gpu.py runs the real library where it is installed.
+missing. export() and load() run end to end on the CPU against a stand-in for the library (see
+"the glue" below). tests/test_gpu.py runs the real library where it is installed.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
 import sys
 import types
 
@@ -254,3 +256,157 @@ def test_missing_tensorrt_skips_the_export_with_the_reason(no_tensorrt, monkeypa
                       key={"device": "cuda", "precision": "fp16", "resolution": 64}, batch_sizes=[32, 64])
     with pytest.raises(Skip, match=r"torch_tensorrt/TensorRT is not available here .*docker/Dockerfile"):
         trt.export(spec, trt.parse_options({}), "never-written.ep")
+
+
+# ----------------------------------------------------------------------------- the glue, with a stand-in library
+#
+# export() and load() run on the CPU against a stand-in for torch_tensorrt: compile() returns the
+# model inside an engine module named as the library's, save() exports it with torch.export (with
+# the dynamic batch of the Input, as from 2.11.0, or fixed to the example's batch, as before), and
+# load() is torch.export.load. What is tested is the backend's side: the arguments it passes, the
+# engine report it writes into the artifact and reads back, and its run of every batch size.
+
+
+class TorchTensorRTModule:  # the name the engine report looks for; made an nn.Module below
+    pass
+
+
+def fake_module(name):
+    # with a spec, as an imported module has: torch asks importlib.util.find_spec about some names
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    return module
+
+
+def stand_in_library(version: str, keeps_batch: bool = True):
+    torch = pytest.importorskip("torch")
+
+    class Engine(torch.nn.Module):
+        def __init__(self, model, settings):
+            super().__init__()
+            self.model, self.settings = model, settings
+
+        def forward(self, x):
+            return self.model(x)
+
+    Engine.__name__ = TorchTensorRTModule.__name__
+
+    class Compiled(torch.nn.Module):
+        def __init__(self, engine):
+            super().__init__()
+            self.engine = engine
+
+        def forward(self, x):
+            return self.engine(x)
+
+    lib = fake_module("torch_tensorrt")
+    lib.__version__ = version
+    lib.calls = []
+
+    class Input:
+        def __init__(self, *, min_shape, opt_shape, max_shape, dtype):
+            self.min_shape, self.opt_shape, self.max_shape, self.dtype = min_shape, opt_shape, max_shape, dtype
+
+    def compile(model, *, ir, arg_inputs, **kwargs):
+        lib.calls.append(("compile", ir, arg_inputs, kwargs))
+        settings = types.SimpleNamespace(disable_tf32=kwargs["disable_tf32"],
+                                         use_explicit_typing=kwargs.get("use_explicit_typing", True))
+        return Compiled(Engine(model, settings))
+
+    def save(module, path, *, output_format, arg_inputs, **kwargs):
+        lib.calls.append(("save", output_format, arg_inputs, kwargs))
+        (given,) = arg_inputs
+        if isinstance(given, Input):
+            example = torch.randn(given.opt_shape, dtype=given.dtype)
+            batch = torch.export.Dim("batch", min=given.min_shape[0], max=given.max_shape[0])
+            dynamic = ({0: batch},) if keeps_batch else None
+        else:
+            example, dynamic = given, None
+        program = torch.export.export(module, (example,), dynamic_shapes=dynamic)
+        torch.export.save(program, path, extra_files=kwargs.get("extra_files"))
+
+    def load(path, **kwargs):
+        lib.calls.append(("load", path, kwargs))
+        return torch.export.load(path, **kwargs)
+
+    lib.Input, lib.compile, lib.save, lib.load = Input, compile, save, load
+    return lib
+
+
+def small_net():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10)).eval()
+
+
+@pytest.fixture
+def on_the_cpu(monkeypatch):
+    from inferbench import devices
+
+    monkeypatch.setattr(devices, "require_device", lambda device: None)
+    monkeypatch.setattr(trt, "DEVICE", "cpu")
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_module("tensorrt"))
+
+    def use(lib):
+        monkeypatch.setitem(sys.modules, "torch_tensorrt", lib)
+        return lib
+
+    return use
+
+
+def export_spec(precision, batch_sizes):
+    return types.SimpleNamespace(precision=precision, resolution=8, batch_sizes=batch_sizes, build_model=small_net)
+
+
+def load_ctx(path, precision, batch):
+    cell = Cell(model="resnet18", backend="torch_tensorrt", device="cuda", precision=precision, resolution=8,
+                batch_size=batch)
+    return LoadContext(cell=cell, options=trt.parse_options({}), artifact_path=str(path), threads=1,
+                       build_model=small_net)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_export_and_load_one_engine_for_every_batch_size(precision, on_the_cpu, tmp_path):
+    torch = pytest.importorskip("torch")
+    lib = on_the_cpu(stand_in_library("2.12.0a0"))
+    path = tmp_path / "engine.ep"
+    facts = trt.export(export_spec(precision, [4, 2, 3]), trt.parse_options({"opt_batch": 3}), str(path))
+    (_, ir, (compile_input,), compile_kwargs), (_, fmt, (save_input,), save_kwargs) = lib.calls[:2]
+    assert ir == "dynamo" and fmt == "exported_program"
+    assert save_input is compile_input, "save() gets the Input, so the batch stays dynamic"
+    assert (compile_input.min_shape, compile_input.opt_shape, compile_input.max_shape) == (
+        (2, 3, 8, 8), (3, 3, 8, 8), (4, 3, 8, 8))
+    assert compile_input.dtype is trt.torch_dtype(precision)
+    assert compile_kwargs == {"min_block_size": 5, "workspace_size": 0, "disable_tf32": True,
+                              "use_explicit_typing": True}
+    want = {"trt_engines": 1, "use_explicit_typing": [True], "disable_tf32": [True],
+            "output_dtype": {"fp32": "float32", "bf16": "bfloat16"}[precision]}
+    assert facts["engine"] == want and facts["batch_sizes_checked"] == [2, 3, 4]
+    assert facts["batch_range"] == [2, 3, 4] and facts["torch_tensorrt_version"] == "2.12.0a0"
+    assert "extra_files" in save_kwargs
+    runner = trt.load(load_ctx(path, precision, 3))
+    assert runner.facts == {"torch_tensorrt_version": "2.12.0a0", "engine": want}
+    out = runner.run(torch.randn(3, 3, 8, 8, dtype=trt.torch_dtype(precision)))
+    assert out.shape == (3, 10) and out.dtype is trt.torch_dtype(precision)
+
+
+def test_export_fails_when_the_saved_program_is_fixed_to_one_batch(on_the_cpu, tmp_path):
+    # a save that drops the dynamic batch, as the 2.11.0a0 builds do with tensors
+    on_the_cpu(stand_in_library("2.12.0a0", keeps_batch=False))
+    with pytest.raises(RuntimeError, match=r"does not run batch size 2 of \[2, 4\]"):
+        trt.export(export_spec("fp32", [2, 4]), trt.parse_options({}), str(tmp_path / "engine.ep"))
+
+
+def test_export_with_an_older_library_and_one_batch_size(on_the_cpu, tmp_path):
+    torch = pytest.importorskip("torch")
+    lib = on_the_cpu(stand_in_library("2.11.0a0"))
+    path = tmp_path / "engine.ep"
+    facts = trt.export(export_spec("fp32", [4]), trt.parse_options({}), str(path))
+    (_, _, (save_input,), save_kwargs) = lib.calls[1]
+    assert isinstance(save_input, torch.Tensor) and save_input.shape == (4, 3, 8, 8)
+    assert save_kwargs == {}, "this save() takes no extra_files"
+    assert facts["batch_sizes_checked"] == [4]
+    runner = trt.load(load_ctx(path, "fp32", 4))
+    assert lib.calls[-1][2] == {} and runner.facts == {"torch_tensorrt_version": "2.11.0a0"}
+    assert runner.run(torch.randn(4, 3, 8, 8)).shape == (4, 10)

@@ -37,6 +37,7 @@ REQUIRES = ("tensorrt", "torch_tensorrt")
 REQUIRES_HINT = "it runs in the container image built from docker/Dockerfile"
 OLDEST_VERSION = (2, 10)  # the oldest release whose sources this module follows
 REPORT_FILE = "inferbench_engine.json"  # the engine report, saved inside the artifact
+DEVICE = "cuda"  # TensorRT engines run on NVIDIA GPUs only (tests of the glue point it elsewhere)
 
 
 @dataclass
@@ -230,7 +231,7 @@ def library_inputs(plan: ExportPlan, torch_tensorrt, device: str):
 def export(spec, options, out_path) -> dict:
     from inferbench.devices import require_device
 
-    require_device("cuda")
+    require_device(DEVICE)
     torch_tensorrt = _import()
     import torch
 
@@ -238,11 +239,11 @@ def export(spec, options, out_path) -> dict:
                        library_features(torch_tensorrt.__version__))
     dtype = torch_dtype(spec.precision)
     # Strong typing: the model's own dtype and the Input dtype set the engine's precision.
-    model = spec.build_model().to(device="cuda", dtype=dtype)
-    compile_input, save_input = library_inputs(plan, torch_tensorrt, "cuda")
+    model = spec.build_model().to(device=DEVICE, dtype=dtype)
+    compile_input, save_input = library_inputs(plan, torch_tensorrt, DEVICE)
     with torch.no_grad():
         trt_module = torch_tensorrt.compile(model, ir="dynamo", arg_inputs=[compile_input], **plan.compile_kwargs)
-        output = trt_module(torch.randn(plan.opt_shape, device="cuda", dtype=dtype))
+        output = trt_module(torch.randn(plan.opt_shape, device=DEVICE, dtype=dtype))
     report = engine_report(trt_module, output[0] if isinstance(output, (tuple, list)) else output)
     check_engine_report(report, plan)
     extra = {"extra_files": {REPORT_FILE: json.dumps(report, sort_keys=True)}} if plan.save_extra_files else {}
@@ -260,7 +261,7 @@ def _run_every_batch(torch_tensorrt, path: str, plan: ExportPlan) -> None:
 
     module = torch_tensorrt.load(path).module()
     for batch in plan.batch_sizes:
-        x = torch.randn((batch, *plan.opt_shape[1:]), device="cuda", dtype=torch_dtype(plan.precision))
+        x = torch.randn((batch, *plan.opt_shape[1:]), device=DEVICE, dtype=torch_dtype(plan.precision))
         try:
             with torch.inference_mode():
                 out = module(x)
