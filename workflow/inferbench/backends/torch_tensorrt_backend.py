@@ -241,8 +241,8 @@ def export(spec, options, out_path) -> dict:
     # Strong typing: the model's own dtype and the Input dtype set the engine's precision.
     model = spec.build_model().to(device=DEVICE, dtype=dtype)
     compile_input, save_input = library_inputs(plan, torch_tensorrt, DEVICE)
-    with torch.no_grad():
-        trt_module = torch_tensorrt.compile(model, ir="dynamo", arg_inputs=[compile_input], **plan.compile_kwargs)
+    trt_module = torch_tensorrt.compile(model, ir="dynamo", arg_inputs=[compile_input], **plan.compile_kwargs)
+    with torch.inference_mode():
         output = trt_module(torch.randn(plan.opt_shape, device=DEVICE, dtype=dtype))
     report = engine_report(trt_module, output[0] if isinstance(output, (tuple, list)) else output)
     check_engine_report(report, plan)
