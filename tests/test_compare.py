@@ -2,7 +2,9 @@
 
 import pytest
 
-from inferbench import archive, cli, compare
+from inferbench import cli
+from inferbench.reporting import compare
+from inferbench.results import archive
 from synthetic import slowed, synthetic_summary, write_summary
 
 

@@ -51,7 +51,7 @@ def _import():
 
 
 def export(spec, options, out_path) -> dict:
-    from inferbench.devices import require_device
+    from inferbench.process.devices import require_device
 
     require_device("cuda")
     torch_tensorrt = _import()
