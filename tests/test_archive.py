@@ -7,7 +7,7 @@ import tarfile
 import pytest
 
 from inferbench import cli
-from inferbench.results import archive
+from inferbench.records import archive
 from synthetic import synthetic_summary, write_summary
 
 

@@ -3,8 +3,8 @@
 import pytest
 
 from inferbench import cli
+from inferbench.records import archive
 from inferbench.reporting import compare
-from inferbench.results import archive
 from synthetic import slowed, synthetic_summary, write_summary
 
 

@@ -20,7 +20,7 @@ import yaml
 
 from inferbench import cli
 from inferbench.process import isolation, oomwatch
-from inferbench.results import archive
+from inferbench.records import archive
 from inferbench.sweep.config import Cell, load_config
 from inferbench.sweep.spec import cell_spec_for
 from synthetic import synthetic_summary, write_summary

@@ -13,7 +13,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from inferbench.results.schema import SHARD_SCHEMA
+from inferbench.records.schema import SHARD_SCHEMA
 from inferbench.sweep import config as cfgmod
 from inferbench.sweep import spec as specmod
 

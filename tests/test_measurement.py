@@ -25,8 +25,8 @@ from inferbench.backends.base import Skip
 from inferbench.measure import stats, timing
 from inferbench.measure.telemetry import gpu
 from inferbench.process import devices, forkserver, isolation
-from inferbench.results import shard
-from inferbench.results.schema import COLUMN_NAMES, SHARD_SCHEMA
+from inferbench.records import shard
+from inferbench.records.schema import COLUMN_NAMES, SHARD_SCHEMA
 
 # ------------------------------------------------------------------ stats
 

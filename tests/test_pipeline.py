@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from inferbench.process.devices import cuda_device_count
-from inferbench.results.schema import SHARD_SCHEMA
+from inferbench.records.schema import SHARD_SCHEMA
 from inferbench.sweep import config as cfgmod
 
 from sweep import BIN, REPO, TINY, _env, make_checkout, snakemake, stop_forkservers  # noqa: F401  (also for other test files)
@@ -379,7 +379,7 @@ def test_a_tampered_archive_is_named_by_verify(run, tmp_path):
 def test_compare_a_real_rerun_cell_by_cell_and_flag_a_20pct_slowdown(run, tmp_path):
     import pandas as pd
 
-    from inferbench.results.shard import write_shard
+    from inferbench.records.shard import write_shard
     from synthetic import slowed
 
     # a real rerun of one of the sweep's CPU cells (pytorch: nothing to export), into its own

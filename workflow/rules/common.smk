@@ -10,12 +10,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
+from inferbench.errors import UserError
+
 # Source files whose change must rerun a job. The `code` trigger does not see imported modules, so
 # every job lists them as `code` inputs, read from the imports by job_code: the modules its command
 # runs, and for an export or a cell also its own backend's module (never another backend's).
 from inferbench.sweep.codedeps import job_code
 from inferbench.sweep.config import Cell, cells, config_sha256, load_config
-from inferbench.errors import UserError
 from inferbench.sweep.spec import artifact_key_for, cell_spec_for, export_spec_for, known_skip, variant_name
 
 try:
@@ -41,7 +42,7 @@ CONFIG_SHA256 = config_sha256({k: v for k, v in config.items() if k != "run_id"}
 RUN_ID = config.get("run_id") or f"{config['model']}-{CONFIG_SHA256[:12]}"
 os.environ["INFERBENCH_RUN_ID"] = RUN_ID
 os.environ["INFERBENCH_CONFIG_SHA256"] = CONFIG_SHA256
-from inferbench.results.environment import git_commit
+from inferbench.records.environment import git_commit
 
 os.environ.setdefault("INFERBENCH_GIT_COMMIT", git_commit(Path(workflow.basedir)) or "unknown")
 

@@ -32,7 +32,7 @@ def argparse_hidden():
 
 
 def base_row(spec) -> dict:
-    from inferbench.results.environment import host_environment
+    from inferbench.records.environment import host_environment
 
     c = spec.cell
     row = {"model": c.model, "backend": c.backend, "precision": c.precision, "device": c.device,
@@ -87,7 +87,7 @@ def run(args) -> int:
     if args.worker:
         from inferbench.measure.cellrun import run_cell
         from inferbench.process.isolation import exit_worker
-        from inferbench.results.shard import write_shard
+        from inferbench.records.shard import write_shard
 
         rows = run_cell(spec, artifact, base_row(spec), args.reference_cache or None)
         times = job_times(started_at, args.gpu_wait_s)
@@ -97,7 +97,7 @@ def run(args) -> int:
 
     verdict = quick_verdict(spec, artifact)
     if verdict:
-        from inferbench.results.shard import write_shard
+        from inferbench.records.shard import write_shard
 
         print(f"[inferbench cell] {verdict[0]}: {verdict[1]}", file=sys.stderr)
         write_shard(rows_with(spec, dict(base_row(spec), **job_times(started_at, None)), *verdict), args.out)
@@ -141,7 +141,7 @@ def run_isolated(args, spec, started_at: float) -> int:
         return 0
     Path(tmp).unlink(missing_ok=True)
     from inferbench.process.isolation import failure_status, stopped_from_outside
-    from inferbench.results.shard import write_shard
+    from inferbench.records.shard import write_shard
 
     if stopped_from_outside(rc, how):
         # No shard for a worker someone killed (kill -9, a scheduler, a shutdown): the kill says

@@ -179,7 +179,7 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
         if c.device == "cuda":
             if not torch.cuda.is_available():
                 raise Skip("no CUDA device")
-            from inferbench.results.environment import torch_cuda_environment
+            from inferbench.records.environment import torch_cuda_environment
 
             base_env = dict(torch_cuda_environment(), **{k: v for k, v in telemetry.info().items() if k != "cuda_driver_version"})
             base_env["gpu_index"] = nvml_index_for_visible_gpu()

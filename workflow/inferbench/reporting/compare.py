@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from inferbench.errors import UserError
+from inferbench.records import archive, schema
 from inferbench.reporting import findings, tables
-from inferbench.results import archive, schema
 
 DEFAULT_K = 2.0
 DEFAULT_FLOOR_PCT = 5.0

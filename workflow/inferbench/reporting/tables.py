@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from inferbench.errors import UserError
-from inferbench.results import schema
+from inferbench.records import schema
 
 BASELINE = {"backend": "pytorch", "precision": "fp32"}
 SPEEDUP_COLUMN = "speedup_vs_pytorch_fp32"

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from inferbench.errors import UserError
-from inferbench.results import schema
+from inferbench.records import schema
 
 FORMAT = "inferbench-archive/1"
 MANIFEST = "MANIFEST.json"
