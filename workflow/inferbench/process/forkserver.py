@@ -107,7 +107,8 @@ def _connect(path: Path) -> socket.socket | None:
 def _start_server(path: Path, lock_dir: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     log = open(str(path) + ".log", "ab")
-    subprocess.Popen([sys.executable, "-m", "inferbench.process.forkserver", "--socket", str(path), "--watch", str(lock_dir)],
+    subprocess.Popen([sys.executable, "-m", "inferbench.process.forkserver", "--socket", str(path),
+                      "--watch", str(lock_dir)],
                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True)
 
 

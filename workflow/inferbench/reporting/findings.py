@@ -262,8 +262,8 @@ def harness_check(check: pd.DataFrame | None) -> tuple[Finding | None, Finding |
     off = outside_band(check)
     ratios = pd.to_numeric(check["ratio"], errors="coerce").dropna()
     sentences = [f"{len(check)} of the sweep's cells were measured again, each by an independent bare loop in a "
-                 "fresh process (inferbench.selfcheck.bareloop: its own model or session, CUDA events around each call, "
-                 f"median). Ratio = harness over bare throughput; within [{lo}, {hi}] the harness measured what "
+                 "fresh process (inferbench.selfcheck.bareloop: its own model or session, CUDA events around each "
+                 f"call, median). Ratio = harness over bare throughput; within [{lo}, {hi}] the harness measured what "
                  "a plain loop measures."]
     if len(ratios):
         sentences.append(f"Ratios from {ratios.min():.3f} to {ratios.max():.3f}; {len(off)} outside the band.")
