@@ -68,10 +68,11 @@ def test_manifest_is_ok(exports, precision):
     assert manifest["export_s"] > 0
     assert manifest["artifact_path"] == path.name and path.suffix == ".onnx"
     assert manifest["artifact_bytes"] == path.stat().st_size > 1_000_000
-    assert manifest["key"] == {"precision": precision, "resolution": RESOLUTION, "opset": 17}
+    assert manifest["key"] == {"precision": precision, "opset": 17}  # one file serves every resolution
     assert manifest["batch_sizes"] == []  # an ONNX file serves every batch size
     want = "FLOAT16" if precision == "fp16" else "FLOAT"
-    assert manifest["facts"] == {"onnx_initializer_dtypes": [want], "onnx_input_dtype": want}
+    assert manifest["facts"] == {"onnx_initializer_dtypes": [want], "onnx_input_dtype": want,
+                                 "onnx_spatial_size": "symbolic, pinned at load"}
 
 
 def test_fp16_graph_is_half_precision_throughout(exports):
@@ -95,14 +96,62 @@ def test_fp16_graph_is_half_precision_throughout(exports):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])
-def test_batch_axis_is_dynamic_and_spatial_size_fixed(exports, precision):
+def test_file_has_symbolic_batch_and_size_and_the_load_pins_the_size(exports, precision):
+    from inferbench.backends.onnxruntime_backend import _pinned_model
+
     graph = onnx.load(str(exports[precision][1])).graph
     for value in (graph.input[0], graph.output[0]):
         dim = _batch_dim(value)
         assert dim.dim_param and not dim.HasField("dim_value"), value
-    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:]]
-    assert dims == [3, RESOLUTION, RESOLUTION]
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert dims[1].dim_value == 3 and all(d.dim_param and not d.HasField("dim_value") for d in dims[2:])
     assert graph.output[0].type.tensor_type.shape.dim[1].dim_value == 1000
+    # what the session is made from: the batch stays symbolic, the size is the cell's
+    pinned = onnx.load_from_string(_pinned_model(str(exports[precision][1]), RESOLUTION)).graph.input[0]
+    pinned_dims = pinned.type.tensor_type.shape.dim
+    assert pinned_dims[0].dim_param and [d.dim_value for d in pinned_dims[1:]] == [3, RESOLUTION, RESOLUTION]
+
+
+def test_one_file_per_resolution_when_not_shared():
+    from inferbench.backends import load_backend
+    from inferbench.config import Cell
+
+    backend = load_backend("onnxruntime")
+    cell = Cell("resnet18", "onnxruntime", "cuda", "fp16", 384, 32)
+    assert backend.artifact_key(cell, backend.parse_options({})) == {"precision": "fp16", "opset": 17}
+    assert backend.artifact_key(cell, backend.parse_options({"share_across_resolutions": False})) == {
+        "precision": "fp16", "resolution": 384, "opset": 17}
+
+
+class _SizeBakedModel:
+    """Stands in for a model whose traced graph keeps the example's width as a constant."""
+
+    def __init__(self):
+        import torch
+
+        class Net(torch.nn.Module):
+            def forward(self, x):
+                return x.mean((2, 3)) * float(int(x.shape[-1]))  # int(): a constant in the trace
+
+        self.net = Net().eval()
+
+
+def test_a_graph_that_depends_on_the_input_size_is_refused(tmp_path):
+    from inferbench.backends import onnxruntime_backend as ort_backend
+    from inferbench.errors import UserError
+
+    class Spec:
+        model, precision, resolution = "size_baked", "fp32", 32
+
+        def build_model(self):
+            return _SizeBakedModel().net
+
+    with pytest.raises(UserError, match="depends on the input size.*share_across_resolutions: false"):
+        ort_backend.export(Spec(), ort_backend.parse_options({}), str(tmp_path / "m.onnx"))
+    # with one file per resolution the same model exports
+    facts = ort_backend.export(Spec(), ort_backend.parse_options({"share_across_resolutions": False}),
+                               str(tmp_path / "m32.onnx"))
+    assert facts["onnx_spatial_size"] == "fixed"
 
 
 def test_fp32_graph_is_all_fp32(exports):

@@ -30,6 +30,11 @@ class Options:
     # device synchronise, so the CUDA events still bracket it); "cell": ORT runs on the cell's torch
     # stream (user_compute_stream), which on ORT 1.31 / H200 measured ~30% slower for ResNet-18 fp16.
     cuda_stream: str = "own"
+    # True: one file per precision serves every resolution. It is exported with a symbolic height
+    # and width, and the load pins them to the cell's resolution, so ORT plans for a fixed size
+    # exactly as it would with a file per resolution. False: one file per resolution, for models
+    # whose exported graph depends on the input size (the export checks, and says so).
+    share_across_resolutions: bool = True
 
     def check(self):
         if self.cuda_provider not in PROVIDERS:
@@ -45,7 +50,9 @@ def parse_options(raw):
 
 
 def artifact_key(cell, options):
-    # Spatial size fixed per file (lets ORT plan memory and fuse), batch axis dynamic.
+    # The batch axis is always symbolic; the spatial size only when one file serves every resolution.
+    if options.share_across_resolutions:
+        return {"precision": cell.precision, "opset": options.opset}
     return {"precision": cell.precision, "resolution": cell.resolution, "opset": options.opset}
 
 
@@ -56,26 +63,73 @@ def unsupported(cell, options):
 
 
 def export(spec, options, out_path) -> dict:
-    """Export with a dynamic batch axis. fp16 exports the half-precision model itself, so every
-    initializer, the input and the output are float16 (a graph that computes in fp16)."""
+    """Export with a dynamic batch axis (and height and width, if shared across resolutions).
+    fp16 exports the half-precision model itself, so every initializer, the input and the output
+    are float16 (a graph that computes in fp16)."""
+    import onnx
+
+    shared = options.share_across_resolutions
+    _export_onnx(spec, options, out_path, spec.resolution, spatial_dynamic=shared)
+    if shared:
+        _check_size_independent(spec, options, out_path)
+    graph = onnx.load(out_path).graph
+    return {"onnx_initializer_dtypes": sorted({onnx.TensorProto.DataType.Name(t.data_type) for t in graph.initializer}),
+            "onnx_input_dtype": onnx.TensorProto.DataType.Name(graph.input[0].type.tensor_type.elem_type),
+            "onnx_spatial_size": "symbolic, pinned at load" if shared else "fixed"}
+
+
+def _export_onnx(spec, options, out_path, resolution: int, spatial_dynamic: bool) -> None:
     import warnings
 
     import torch
 
     model = spec.build_model().to(dtype=torch_dtype(spec.precision))
-    example = torch.randn(1, 3, spec.resolution, spec.resolution, dtype=torch_dtype(spec.precision))
+    example = torch.randn(1, 3, resolution, resolution, dtype=torch_dtype(spec.precision))
+    input_axes = {0: "batch", 2: "height", 3: "width"} if spatial_dynamic else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
         torch.onnx.export(
             model, (example,), out_path, dynamo=False, opset_version=options.opset,
             input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamic_axes={"input": input_axes, "logits": {0: "batch"}},
         )
+
+
+def _check_size_independent(spec, options, out_path) -> None:
+    """A traced graph can bake the example's size into constants (a reshape, a position
+    embedding). Export again from a different size: the graphs must be the same node for node,
+    or the shared file would compute something else at other resolutions."""
+    import os
+    import tempfile
+
     import onnx
 
-    graph = onnx.load(out_path).graph
-    return {"onnx_initializer_dtypes": sorted({onnx.TensorProto.DataType.Name(t.data_type) for t in graph.initializer}),
-            "onnx_input_dtype": onnx.TensorProto.DataType.Name(graph.input[0].type.tensor_type.elem_type)}
+    with tempfile.TemporaryDirectory() as tmp:
+        other = os.path.join(tmp, "other.onnx")
+        advice = "set `share_across_resolutions: false` under backends.onnxruntime"
+        try:
+            _export_onnx(spec, options, other, spec.resolution + 32, spatial_dynamic=True)
+        except Exception as exc:
+            raise UserError(f"{spec.model!r} could not be exported at a second input size to check that one "
+                            f"ONNX file serves every resolution ({type(exc).__name__}: {exc}); {advice}") from None
+        nodes = lambda path: [n.SerializeToString() for n in onnx.load(path).graph.node]  # noqa: E731
+        if nodes(out_path) != nodes(other):
+            raise UserError(f"the ONNX graph of {spec.model!r} depends on the input size, so one file cannot "
+                            f"serve every resolution; {advice}")
+
+
+def _pinned_model(path: str, resolution: int) -> bytes | str:
+    """The model with its symbolic height and width fixed to the cell's resolution (as bytes), or
+    the path itself when the file already has a fixed size."""
+    import onnx
+
+    model = onnx.load(path)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if not any(d.dim_param for d in dims[2:]):
+        return path
+    for d in dims[2:]:
+        d.dim_value = resolution  # setting the value clears dim_param (a oneof)
+    return model.SerializeToString()
 
 
 def _session_options(threads: int, level: str):
@@ -123,8 +177,9 @@ def load(ctx) -> Runner:
 
     cell, o = ctx.cell, ctx.options
     so = _session_options(ctx.threads, o.graph_optimization_level)
+    model = _pinned_model(ctx.artifact_path, cell.resolution)
     if cell.device == "cpu":
-        session = ort.InferenceSession(ctx.artifact_path, so, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         return Runner(run=lambda x: torch.from_numpy(session.run(None, {"input": x})[0]),
                       prepare=lambda t: t.cpu().numpy(), input_dtype=torch_dtype(cell.precision),
                       facts={"providers": session.get_providers()})
@@ -132,13 +187,13 @@ def load(ctx) -> Runner:
         raise Skip(f"this onnxruntime ({ort.__version__}) has no CUDA provider: install onnxruntime-gpu")
     providers = _cuda_providers(ctx)
     try:
-        session = ort.InferenceSession(ctx.artifact_path, so, providers=providers)
+        session = ort.InferenceSession(model, so, providers=providers)
     except Exception as exc:
         if "use_tf32" not in str(exc):
             raise
         # an onnxruntime too old to know the option: it then has no TF32 path to turn off either
         providers[-1][1].pop("use_tf32")
-        session = ort.InferenceSession(ctx.artifact_path, so, providers=providers)
+        session = ort.InferenceSession(model, so, providers=providers)
     active = session.get_providers()
     if o.cuda_provider == "tensorrt" and "TensorrtExecutionProvider" not in active:
         # The wheel lists the TensorRT provider even when TensorRT's libraries are absent;

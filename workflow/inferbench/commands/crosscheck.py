@@ -92,7 +92,9 @@ def bare_ort_loop(artifact: str, x, precision: str, iters: int, warmup: int = 20
     import onnxruntime as ort
     import torch
 
-    session = ort.InferenceSession(artifact, providers=["CUDAExecutionProvider"])
+    from inferbench.bareloop import onnx_at_input_size
+
+    session = ort.InferenceSession(onnx_at_input_size(artifact, x), providers=["CUDAExecutionProvider"])
     elem = np.float16 if precision == "fp16" else np.float32
     out = torch.empty((x.shape[0], session.get_outputs()[0].shape[1]), device="cuda", dtype=x.dtype)
     binding = session.io_binding()

@@ -103,12 +103,26 @@ def _graphed(torch, model, x):
     return call
 
 
+def onnx_at_input_size(path: str, x):
+    """The ONNX model with a symbolic height and width fixed to the input's, as the cell's session
+    is made (bytes), or the path when the file's size is already fixed."""
+    import onnx
+
+    model = onnx.load(path)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if not (dims[2].dim_param or dims[3].dim_param):
+        return path
+    dims[2].dim_value, dims[3].dim_value = x.shape[2], x.shape[3]
+    return model.SerializeToString()
+
+
 def build_onnxruntime(spec, x):
     """An ONNX Runtime session with the cell's provider options; on CUDA with I/O bound to GPU tensors."""
     import numpy as np
     import onnxruntime as ort
     import torch
 
+    model = onnx_at_input_size(spec["artifact"], x)
     options = spec["options"]
     so = ort.SessionOptions()
     so.intra_op_num_threads = spec.get("threads") or 0
@@ -119,14 +133,14 @@ def build_onnxruntime(spec, x):
                                    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                                    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
     if spec["device"] == "cpu":
-        session = ort.InferenceSession(spec["artifact"], so, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         feed = {"input": x.numpy()}
         return (lambda _inp: session.run(None, feed)), x
     cuda = {"device_id": "0"}
     if spec["precision"] == "fp32":
         cuda["use_tf32"] = "0"
     cuda.update({k: str(v) for k, v in (options.get("cuda_provider_options") or {}).items()})
-    session = ort.InferenceSession(spec["artifact"], so, providers=[("CUDAExecutionProvider", cuda)])
+    session = ort.InferenceSession(model, so, providers=[("CUDAExecutionProvider", cuda)])
     if "CUDAExecutionProvider" not in session.get_providers():
         raise RuntimeError(f"ONNX Runtime has no CUDA provider here: {session.get_providers()}")
     elem = np.float16 if spec["precision"] == "fp16" else np.float32
