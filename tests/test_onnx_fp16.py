@@ -114,7 +114,7 @@ def test_file_has_symbolic_batch_and_size_and_the_load_pins_the_size(exports, pr
 
 def test_one_file_per_resolution_when_not_shared():
     from inferbench.backends import load_backend
-    from inferbench.config import Cell
+    from inferbench.sweep.config import Cell
 
     backend = load_backend("onnxruntime")
     cell = Cell("resnet18", "onnxruntime", "cuda", "fp16", 384, 32)

@@ -92,7 +92,7 @@ def bare_ort_loop(artifact: str, x, precision: str, iters: int, warmup: int = 20
     import onnxruntime as ort
     import torch
 
-    from inferbench.bareloop import onnx_at_input_size
+    from inferbench.selfcheck.bareloop import onnx_at_input_size
 
     session = ort.InferenceSession(onnx_at_input_size(artifact, x), providers=["CUDAExecutionProvider"])
     elem = np.float16 if precision == "fp16" else np.float32
