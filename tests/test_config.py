@@ -101,7 +101,7 @@ def test_defaults_are_filled():
     assert c["results_dir"] == "results"
     assert c["weights"] is None and c["seed"] == 0
     assert c["per_device"] == {} and c["cell_timeout_s"] == 1800
-    assert c["run_id"] is None and c["container"] == "images/inferbench_0.1.0-ngc26.02.sif"  # docker/build.sh's
+    assert c["run_id"] is None and c["container"] == "images/inferbench_0.2.0-ngc26.04.sif"  # docker/build.sh's
     # a partial measurement block keeps its values and gets the rest
     raw["measurement"] = {"min_iters": 3}
     m = cfgmod.load_config(raw)["measurement"]

@@ -8,6 +8,9 @@ A backend module provides:
   NEEDS_BATCH_RANGE       optional: True if the artifact is built for the sweep's batch sizes (a
                           TensorRT engine); its export then reruns when they change
   unsupported(cell, o)    -> reason the cell cannot run (a `skipped` cell), or None
+  check_sweep(o, axis)    optional: raise UserError when an option does not fit the sweep (an
+                          engine's tuning batch outside its batch sizes, say); axis(device, name)
+                          is a grid axis of this backend's cells on that device, [] where it has none
   REQUIRES                optional: modules it needs beyond torch, checked without importing them
   REQUIRES_HINT           optional: where to get them, appended to the skip reason
   export(spec, o, path)   -> dict of extra facts to record (only with an artifact)

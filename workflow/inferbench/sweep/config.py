@@ -8,6 +8,7 @@ is allowed.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import re
@@ -107,7 +108,8 @@ def validate_structure(config: dict) -> dict:
 
 
 def validate_semantics(config: dict) -> None:
-    """Checks a JSON schema cannot express: known backends and their options, subsets, the model."""
+    """Checks a JSON schema cannot express: known backends and their options (alone and against
+    the grid), subsets, the model."""
     from inferbench.backends import KNOWN_BACKENDS, load_backend
 
     problems = []
@@ -116,7 +118,10 @@ def validate_semantics(config: dict) -> None:
             problems.append(f"backends.{name}: unknown backend; known backends: {', '.join(KNOWN_BACKENDS)}")
             continue
         try:
-            load_backend(name).parse_options(options or {})
+            backend = load_backend(name)
+            parsed = backend.parse_options(options or {})
+            if hasattr(backend, "check_sweep"):
+                backend.check_sweep(parsed, functools.partial(backend_axis, config, name))
         except UserError as exc:
             problems.append(f"backends.{name}: {exc}")
     for device, restriction in config.get("per_device", {}).items():
@@ -133,6 +138,13 @@ def validate_semantics(config: dict) -> None:
         raise UserError("invalid config:\n  - " + "\n  - ".join(problems))
     check_model_name(config["model"])
     check_weights(config["model"], config.get("weights"))
+
+
+def backend_axis(config: dict, backend: str, device: str, axis: str) -> list:
+    """A grid axis of the cells `backend` has on `device`; [] where it has none."""
+    if device not in config["devices"] or backend not in axis_for(config, device, "backends"):
+        return []
+    return axis_for(config, device, axis)
 
 
 def check_model_name(model: str) -> None:
