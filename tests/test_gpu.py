@@ -13,9 +13,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from inferbench import config as cfgmod
-from inferbench import spec as specmod
-from inferbench.schema import SHARD_SCHEMA
+from inferbench.records.schema import SHARD_SCHEMA
+from inferbench.sweep import config as cfgmod
+from inferbench.sweep import spec as specmod
 
 torch = pytest.importorskip("torch")
 

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from inferbench import config as cfgmod
-from inferbench.devices import cuda_device_count
-from inferbench.schema import SHARD_SCHEMA
+from inferbench.process.devices import cuda_device_count
+from inferbench.records.schema import SHARD_SCHEMA
+from inferbench.sweep import config as cfgmod
 
 from sweep import BIN, REPO, TINY, _env, make_checkout, snakemake, stop_forkservers  # noqa: F401  (also for other test files)
 
@@ -115,7 +115,7 @@ def test_cpu_cells_are_ok_with_sane_numbers(run, summary):
 
 
 def test_every_cell_accounts_for_its_time(summary):
-    from inferbench import timebudget
+    from inferbench.reporting import timebudget
 
     cpu = summary[summary["device"] == "cpu"]
     for col in ("job_wall_s", "worker_start_s", "setup_s", "warmup_s", "reference_s"):
@@ -380,7 +380,7 @@ def test_a_tampered_archive_is_named_by_verify(run, tmp_path):
 def test_compare_a_real_rerun_cell_by_cell_and_flag_a_20pct_slowdown(run, tmp_path):
     import pandas as pd
 
-    from inferbench.shard import write_shard
+    from inferbench.records.shard import write_shard
     from synthetic import slowed
 
     # a real rerun of one of the sweep's CPU cells (pytorch: nothing to export), into its own

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from inferbench.schema import COLUMN_NAMES, SHARD_SCHEMA, empty_row
+from inferbench.records.schema import COLUMN_NAMES, SHARD_SCHEMA, empty_row
 
 
 def normalize(row: dict) -> dict:

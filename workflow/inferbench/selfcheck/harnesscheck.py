@@ -1,5 +1,5 @@
 """The harness check: a sample of a sweep's own cells measured again by an independent bare loop
-(inferbench.bareloop), each in a fresh process, and the two throughputs side by side.
+(inferbench.selfcheck.bareloop), each in a fresh process, and the two throughputs side by side.
 
 Which cells: per device, backend and precision that ran `ok`, the most launch-bound cell (the
 lowest GPU busy share; on the CPU the smallest batch of pixels), and pytorch fp16 at 224 px batch
@@ -50,7 +50,7 @@ def bare_spec(row, config: dict, results_dir: Path) -> dict:
     """What the bare loop needs for this row: the cell, its backend's resolved options, the
     artifact the cell loaded (the sweep's own export, or None) and the sweep's time minimums."""
     from inferbench.backends import load_backend
-    from inferbench.config import Cell, measurement_for
+    from inferbench.sweep.config import Cell, measurement_for
 
     backend = load_backend(row["backend"])
     options = backend.parse_options(config["backends"].get(row["backend"]) or {})
@@ -65,7 +65,7 @@ def bare_spec(row, config: dict, results_dir: Path) -> dict:
 
 
 def _artifact(backend, cell, options, results_dir: Path) -> str | None:
-    from inferbench.spec import variant_name
+    from inferbench.sweep.spec import variant_name
 
     key = backend.artifact_key(cell, options)
     if key is None:
@@ -77,7 +77,7 @@ def _artifact(backend, cell, options, results_dir: Path) -> str | None:
 
 def run_bare(spec: dict, env: dict, timeout_s: float) -> dict:
     """One fresh interpreter per cell: nothing of the sweep's processes is in it."""
-    cmd = [sys.executable, "-m", "inferbench.bareloop", "--spec", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "inferbench.selfcheck.bareloop", "--spec", json.dumps(spec)]
     try:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
