@@ -1,6 +1,6 @@
 """The fork server's client: find the server for this code and these libraries (or start it), send
-it one `inferbench ARGV` to run, stream the child's output, and return how it ended as a
-inferbench.process.result.ChildResult. The server is inferbench.process.forkserver.
+it one `inferbench ARGV` to run, stream the child's output, and return how it ended (a
+ChildResult, inferbench.process.result). The server is inferbench.process.forkserver.
 
 Used for GPU cells and exports. CPU cells always start a fresh process: a forked child ran ONNX
 Runtime on the CPU ~18% slower than a fresh one (measured on a 2-core VM), while GPU cells forked

@@ -3,7 +3,7 @@ is recorded as that cell's failure instead of taking the sweep down.
 
 The child is forked from the fork server (inferbench.process.forkclient: libraries already
 imported) when it can be, else started as a plain subprocess. Either way the caller gets a
-inferbench.process.result.ChildResult and decides on its fields.
+ChildResult (inferbench.process.result) and decides on its fields.
 """
 
 from __future__ import annotations
