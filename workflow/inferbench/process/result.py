@@ -80,7 +80,8 @@ class ChildResult:
         if self.signal is not None:
             name = signal_name(self.signal)
             if self.oom_killed:
-                return f"{OOM_KILLED}the worker process was killed by SIGKILL ({self.oom_evidence}); last output: {last}"
+                return (f"{OOM_KILLED}the worker process was killed by SIGKILL ({self.oom_evidence}); "
+                        f"last output: {last}")
             if self.stopped_from_outside:
                 return (f"the worker process was killed by {name} from outside (no out-of-memory kill seen); "
                         f"last output: {last}")
