@@ -1,4 +1,4 @@
-"""Config validation (inferbench.config): the reference config, defaults, and bad configs.
+"""Config validation (inferbench.sweep.config): the reference config, defaults, and bad configs.
 
 Every bad config must give ONE UserError naming the key and what is allowed, in-process,
 through `inferbench validate` and through `snakemake -n` (no job runs, no traceback).
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inferbench import config as cfgmod
 from inferbench.errors import UserError
+from inferbench.sweep import config as cfgmod
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "config.yaml"

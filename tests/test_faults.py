@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inferbench import archive, cli, isolation, oomwatch
-from inferbench.config import Cell, load_config
-from inferbench.spec import cell_spec_for
+from inferbench import cli
+from inferbench.process import isolation, oomwatch
+from inferbench.records import archive
+from inferbench.sweep.config import Cell, load_config
+from inferbench.sweep.spec import cell_spec_for
 from synthetic import synthetic_summary, write_summary
 from test_measurement import _children_of as _children  # one reading of /proc children for the tests
 
@@ -110,15 +112,16 @@ def test_a_sigkill_is_out_of_memory_only_when_the_cgroup_counted_an_oom_kill(tmp
 
     killer = threading.Thread(target=kill_worker)
     killer.start()
-    rc, how = isolation.run_inferbench(_hang_args(tmp_path), 60, dict(os.environ), str(tmp_path / "locks"))
+    result = isolation.run_inferbench(_hang_args(tmp_path), 60, dict(os.environ), str(tmp_path / "locks"))
     killer.join()
-    assert rc == -signal.SIGKILL
+    assert result.signal == signal.SIGKILL and not result.timed_out
+    how = result.describe()
     if kernel_counted_an_oom_kill:
         assert how.startswith("out of memory: the worker process was killed by SIGKILL"), how
         assert "1 OOM kill(s) in memory cgroup" in how
-        assert isolation.failure_status(rc, how) == "oom" and not isolation.stopped_from_outside(rc, how)
+        assert result.oom_killed and result.failure_status == "oom" and not result.stopped_from_outside
     else:
-        assert "from outside" in how and isolation.stopped_from_outside(rc, how), how
+        assert "from outside" in how and result.stopped_from_outside and not result.oom_killed, how
 
 
 def test_a_sigkill_at_the_memory_limit_is_out_of_memory_where_no_counter_is_readable(tmp_path, monkeypatch):
@@ -244,11 +247,11 @@ def test_a_cell_only_in_the_old_run_is_missing_and_fails_the_gate(tmp_path, caps
 def test_the_results_folder_lock_names_its_holder_and_dies_with_it(tmp_path):
     """A process that holds the folder, another that asks for it; then `kill -9` of the holder
     frees it (the kernel releases the lock: nothing stale to clean up)."""
-    from inferbench import runlock
     from inferbench.errors import UserError
+    from inferbench.sweep import runlock
 
     results = tmp_path / "results"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from inferbench import runlock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from inferbench.sweep import runlock; "
                                f"f = runlock.hold({str(results)!r}); print('held', flush=True); time.sleep(120)"],
                               cwd=tmp_path, stdout=subprocess.PIPE, text=True)
     try:

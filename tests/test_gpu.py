@@ -13,9 +13,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from inferbench import config as cfgmod
-from inferbench import spec as specmod
-from inferbench.schema import SHARD_SCHEMA
+from inferbench.records.schema import SHARD_SCHEMA
+from inferbench.sweep import config as cfgmod
+from inferbench.sweep import spec as specmod
 
 torch = pytest.importorskip("torch")
 
@@ -115,7 +115,7 @@ def test_torch_tensorrt_one_engine_serves_every_batch_size(precision, tmp_path):
     key = specmod.artifact_key_for(config, cells[0])
     assert all(specmod.artifact_key_for(config, c) == key for c in cells), "one artifact for every batch size"
     results = tmp_path / "results"
-    manifest = results / "artifacts" / "resnet18" / "torch_tensorrt" / f"{specmod.variant_name(key)}.json"
+    manifest = results / "artifacts" / "resnet18" / "torch_tensorrt" / f"{specmod.artifact_name(key)}.json"
     _inferbench("export", "--spec", specmod.export_spec_for(config, "torch_tensorrt", key).to_json(),
                 "--out", str(manifest))
     m = json.loads(manifest.read_text())

@@ -17,11 +17,11 @@ import types
 
 import pytest
 
-from inferbench import config as cfgmod
 from inferbench.backends import torch_tensorrt_backend as trt
 from inferbench.backends.base import LoadContext, Skip
-from inferbench.config import Cell
 from inferbench.errors import UserError
+from inferbench.sweep import config as cfgmod
+from inferbench.sweep.config import Cell
 
 PRECISIONS = ["fp32", "fp16", "bf16"]
 # (version, use_explicit_typing is an option, save keeps a dynamic batch)
@@ -248,8 +248,8 @@ def test_missing_tensorrt_skips_the_cell_with_the_reason(no_tensorrt):
 
 
 def test_missing_tensorrt_skips_the_export_with_the_reason(no_tensorrt, monkeypatch):
-    from inferbench import devices
-    from inferbench.spec import ExportSpec
+    from inferbench.process import devices
+    from inferbench.sweep.spec import ExportSpec
 
     monkeypatch.setattr(devices, "require_device", lambda device: None)  # as on a GPU machine
     spec = ExportSpec(model="resnet18", weights=None, seed=0, backend="torch_tensorrt",
@@ -342,7 +342,7 @@ def small_net():
 
 @pytest.fixture
 def on_the_cpu(monkeypatch):
-    from inferbench import devices
+    from inferbench.process import devices
 
     monkeypatch.setattr(devices, "require_device", lambda device: None)
     monkeypatch.setattr(trt, "DEVICE", "cpu")

@@ -17,11 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from inferbench import config as cfgmod
-from inferbench import findings, harnesscheck
-from inferbench import spec as specmod
-from inferbench.config import Cell
-from inferbench.shardcheck import read_checked
+from inferbench.records.shardcheck import read_checked
+from inferbench.reporting import findings
+from inferbench.selfcheck import harnesscheck
+from inferbench.sweep import config as cfgmod
+from inferbench.sweep import spec as specmod
+from inferbench.sweep.config import Cell
 
 from sweep import BIN, TINY, _env
 

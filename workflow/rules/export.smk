@@ -6,7 +6,7 @@ rule export_artifact:
     conda:
         CONDA_ENV
     input:
-        code=lambda wc: EXPORT_CODE + backend_code(wc.backend),
+        code=lambda wc: job_code("export", wc.backend),
     output:
         manifest=f"{RESULTS}/artifacts/{{model}}/{{backend}}/{{artifact}}.json",
     params:

@@ -23,7 +23,7 @@ rule report:
         figures=figure_targets(),
         config=f"{RESULTS}/config.resolved.yaml",
         harness_check=f"{RESULTS}/harness_check.csv",
-        code=REPORTING_CODE,
+        code=job_code("report"),
     output:
         html=report(f"{RESULTS}/report.html", caption="../report/report.rst", category="Report"),
         md=f"{RESULTS}/report.md",
@@ -44,7 +44,7 @@ rule archive:
     input:
         f"{RESULTS}/report.html",
         f"{RESULTS}/report.md",
-        code=[str(PKG / "archive.py")],
+        code=job_code("archive"),
     output:
         archive_path(),
     params:

@@ -9,7 +9,6 @@ from inferbench.backends.base import Runner, parse_dataclass, torch_dtype
 from inferbench.backends.torch_common import module_runner, place_model
 from inferbench.errors import UserError
 
-USES_TORCH_COMMON = True
 ARTIFACT_SUFFIX = None
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 

@@ -229,7 +229,7 @@ def library_inputs(plan: ExportPlan, torch_tensorrt, device: str):
 
 
 def export(spec, options, out_path) -> dict:
-    from inferbench.devices import require_device
+    from inferbench.process.devices import require_device
 
     require_device(DEVICE)
     torch_tensorrt = _import()

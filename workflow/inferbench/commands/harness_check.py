@@ -1,4 +1,4 @@
-"""Check the harness against independent bare loops in fresh processes (inferbench.harnesscheck)."""
+"""Check the harness against independent bare loops in fresh processes (inferbench.selfcheck.harnesscheck)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def run(args) -> int:
     import pandas as pd
     import yaml
 
-    from inferbench.devices import GpuClaim
-    from inferbench.harnesscheck import check, outside_band, RATIO_BAND
+    from inferbench.process.devices import GpuClaim
+    from inferbench.selfcheck.harnesscheck import check, outside_band, RATIO_BAND
 
     config = yaml.safe_load(Path(args.config).read_text())
     summary = pd.read_parquet(args.summary)

@@ -1,5 +1,5 @@
 """The harness check: a sample of a sweep's own cells measured again by an independent bare loop
-(inferbench.bareloop), each in a fresh process, and the two throughputs side by side.
+(inferbench.selfcheck.bareloop), each in a fresh process, and the two throughputs side by side.
 
 Which cells: per device, backend and precision that ran `ok`, the most launch-bound cell (the
 lowest GPU busy share; on the CPU the smallest batch of pixels), and the cells of ALWAYS whenever
@@ -55,7 +55,7 @@ def bare_spec(row, config: dict, results_dir: Path) -> dict:
     resolved options (CUDA graphs for a variant that replays them, say), the artifact the cell
     loaded (the sweep's own export, or None) and the sweep's time minimums."""
     from inferbench.backends import load_backend
-    from inferbench.config import Cell, backend_of, measurement_for, options_of
+    from inferbench.sweep.config import Cell, backend_of, measurement_for, options_of
 
     impl = backend_of(config, row["backend"])
     options = load_backend(impl).parse_options(options_of(config, row["backend"]))
@@ -70,7 +70,7 @@ def bare_spec(row, config: dict, results_dir: Path) -> dict:
 
 
 def _artifact(config: dict, cell, results_dir: Path) -> str | None:
-    from inferbench.spec import artifact_manifest
+    from inferbench.sweep.spec import artifact_manifest
 
     relative = artifact_manifest(config, cell)
     if relative is None:
@@ -82,7 +82,7 @@ def _artifact(config: dict, cell, results_dir: Path) -> str | None:
 
 def run_bare(spec: dict, env: dict, timeout_s: float) -> dict:
     """One fresh interpreter per cell: nothing of the sweep's processes is in it."""
-    cmd = [sys.executable, "-m", "inferbench.bareloop", "--spec", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "inferbench.selfcheck.bareloop", "--spec", json.dumps(spec)]
     try:
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:

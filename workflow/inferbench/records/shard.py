@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from inferbench.schema import COLUMN_NAMES, SHARD_SCHEMA, empty_row, with_backend_impl
+from inferbench.records.schema import COLUMN_NAMES, SHARD_SCHEMA, empty_row, with_backend_impl
 
 
 def normalize(row: dict) -> dict:

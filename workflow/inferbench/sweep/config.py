@@ -20,7 +20,7 @@ import yaml
 
 from inferbench.errors import UserError
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 AXES = ("backends", "precisions", "resolutions", "batch_sizes", "io_modes")
 
 
@@ -201,7 +201,7 @@ def check_model_name(model: str) -> None:
 def check_weights(model: str, weights: str | None) -> None:
     if weights is None:
         return
-    from inferbench.models import weights_file_status
+    from inferbench.sweep.models import weights_file_status
 
     ok, message = weights_file_status(model, weights)
     if not ok:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from inferbench.config import Cell, axis_for, backend_of, io_modes_for, measurement_for, options_of
+from inferbench.sweep.config import Cell, axis_for, backend_of, io_modes_for, measurement_for, options_of
 
 
 def artifact_name(key: dict) -> str:
@@ -40,7 +40,7 @@ class ExportSpec:
         return self.key.get("resolution", 224)
 
     def build_model(self):
-        from inferbench.models import build_model
+        from inferbench.sweep.models import build_model
 
         return build_model(self.model, self.weights, self.seed)
 
@@ -61,7 +61,7 @@ class CellSpec:
     measurement: dict
     io_modes: list
     timeout_s: float
-    # "fresh": a fresh process per cell; "warm": the GPU's warm worker (inferbench.warm).
+    # "fresh": a fresh process per cell; "warm": the GPU's warm worker (inferbench.process.warm).
     gpu_worker: str = "fresh"
     # the backend a variant runs (cell.backend is the variant's name); None: cell.backend itself
     backend_impl: str | None = None
@@ -139,7 +139,7 @@ def known_skip(cell: Cell, raw_options: dict | None, cuda_visible, libraries: bo
     the workflow asks them to leave out exports whose every cell would be skipped. `backend`:
     the backend a variant runs (default: the cell's own)."""
     from inferbench.backends import load_backend, missing_library
-    from inferbench.devices import NO_CUDA
+    from inferbench.process.devices import NO_CUDA
 
     backend = backend or cell.backend
     module = load_backend(backend)

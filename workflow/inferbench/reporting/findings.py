@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from inferbench import tables, timebudget
+from inferbench.reporting import timebudget
+from inferbench.reporting.summary import COMPARABLE, SPEEDUP_COLUMN, is_baseline, ok_cells, prepared
 
 DEFAULT_CV_THRESHOLD = 0.05  # std/mean above 5%: the median still holds, but compare with care
 # A timed loop keeps a GPU busy near 100% unless the host cannot launch kernels fast enough.
@@ -27,15 +28,6 @@ class Finding:
     sentences: list[str]
     table: pd.DataFrame | None = field(default=None)
     alert: bool = False  # shown at the very top of the report: read this before any figure
-
-
-def prepared(summary: pd.DataFrame) -> pd.DataFrame:
-    df = tables.with_series(tables.normalise(summary).reset_index(drop=True))
-    return tables.sort_cells(tables.with_best(tables.with_speedup(tables.with_memory(df))))
-
-
-def ok_cells(df: pd.DataFrame) -> pd.DataFrame:
-    return df[(df["status"] == "ok") & df["throughput_ips"].notna()]
 
 
 def short_name(row) -> str:
@@ -55,7 +47,7 @@ def best_per_resolution(df: pd.DataFrame) -> Finding:
     on the model alone (io=device), on the GPU when any GPU cell ran, by how much over pytorch
     fp32, and whether its lead over the best other backend·precision beats the noise by the
     rule `inferbench compare` applies to two runs (inferbench.compare.noise_limit)."""
-    from inferbench.compare import noise_limit
+    from inferbench.reporting.compare import noise_limit
 
     ok = ok_cells(df)
     ok = ok[ok["io"] == "device"]
@@ -71,7 +63,7 @@ def best_per_resolution(df: pd.DataFrame) -> Finding:
         # the runner-up is another backend·precision, not the winner at another batch size
         others = ranked[(ranked["backend"] != first["backend"]) | (ranked["precision"] != first["precision"])]
         second = others.iloc[0] if len(others) else None
-        speedup = first.get(tables.SPEEDUP_COLUMN)
+        speedup = first.get(SPEEDUP_COLUMN)
         row = {"resolution": int(resolution), "device": device, "best": short_name(first),
                "batch_size": int(first["batch_size"]), "throughput_ips": round(float(first["throughput_ips"]), 1),
                "speedup_vs_pytorch_fp32": round(float(speedup), 2) if pd.notna(speedup) else None,
@@ -102,12 +94,12 @@ def best_per_batch(df: pd.DataFrame) -> Finding:
     if ok.empty:
         return Finding(title, ["No cell ran successfully, so nothing is fastest."])
     rows = []
-    for keys, cells in ok.groupby(tables.COMPARABLE, sort=False):
+    for keys, cells in ok.groupby(COMPARABLE, sort=False):
         ranked = cells.sort_values("throughput_ips", ascending=False)
         first = ranked.iloc[0]
         second = ranked.iloc[1] if len(ranked) > 1 else None
         rows.append({
-            **dict(zip(tables.COMPARABLE, keys)),
+            **dict(zip(COMPARABLE, keys)),
             "fastest": short_name(first),
             "throughput_ips": round(float(first["throughput_ips"]), 1),
             "runner_up": short_name(second) if second is not None else "",
@@ -163,9 +155,9 @@ def memory_ranking(df: pd.DataFrame) -> Finding:
     title = "Memory ranking (peak memory relative to pytorch fp32 in the same cell)"
     ok = ok_cells(df)
     ok = ok[ok["memory_peak_mb"].notna()]
-    base = ok[(ok["backend"] == "pytorch") & (ok["precision"] == "fp32")]
-    base = base[tables.COMPARABLE + ["memory_peak_mb"]].rename(columns={"memory_peak_mb": "base_mb"})
-    rel = ok.merge(base, on=tables.COMPARABLE, how="left")
+    base = ok[is_baseline(ok)]
+    base = base[COMPARABLE + ["memory_peak_mb"]].rename(columns={"memory_peak_mb": "base_mb"})
+    rel = ok.merge(base, on=COMPARABLE, how="left")
     if rel.empty:
         return Finding(title, ["No ok cell recorded peak memory."])
     rel = rel.assign(ratio=rel["memory_peak_mb"] / rel["base_mb"])
@@ -192,7 +184,7 @@ def accuracy_losses(df: pd.DataFrame, top1_threshold: float = DEFAULT_TOP1_THRES
     """Worst top-1 agreement and largest max_abs_err per series against the fp32 reference."""
     title = "Accuracy against the fp32 pytorch reference"
     ok = ok_cells(df)
-    ok = ok[(ok["backend"] != "pytorch") | (ok["precision"] != "fp32")]
+    ok = ok[~is_baseline(ok)]
     ok = ok[ok["top1_agreement"].notna() | ok["max_abs_err"].notna()]
     if ok.empty:
         return Finding(title, ["No ok cell recorded accuracy against the reference."])
@@ -298,7 +290,7 @@ def _context(r) -> str:
 
 def harness_check(check: pd.DataFrame | None) -> tuple[Finding | None, Finding | None]:
     """(a warning for the top of the report or None, the section "Harness check" or None)."""
-    from inferbench.harnesscheck import RATIO_BAND, outside_band
+    from inferbench.selfcheck.harnesscheck import RATIO_BAND, outside_band
 
     if check is None:
         return None, None
@@ -309,8 +301,8 @@ def harness_check(check: pd.DataFrame | None) -> tuple[Finding | None, Finding |
     off = outside_band(check)
     ratios = pd.to_numeric(check["ratio"], errors="coerce").dropna()
     sentences = [f"{len(check)} of the sweep's cells were measured again, each by an independent bare loop in a "
-                 "fresh process (inferbench.bareloop: its own model or session, CUDA events around each call, "
-                 f"median). Ratio = harness over bare throughput; within [{lo}, {hi}] the harness measured what "
+                 "fresh process (inferbench.selfcheck.bareloop: its own model or session, CUDA events around each "
+                 f"call, median). Ratio = harness over bare throughput; within [{lo}, {hi}] the harness measured what "
                  "a plain loop measures."]
     if len(ratios):
         sentences.append(f"Ratios from {ratios.min():.3f} to {ratios.max():.3f}; {len(off)} outside the band.")
@@ -347,7 +339,7 @@ def failures_by_reason(df: pd.DataFrame) -> Finding:
 
 def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRESHOLD,
                     top1_threshold: float = DEFAULT_TOP1_THRESHOLD, check: pd.DataFrame | None = None) -> list[Finding]:
-    """check: the harness check's table (inferbench.harnesscheck), when the run made one."""
+    """check: the harness check's table (inferbench.selfcheck.harnesscheck), when the run made one."""
     df = prepared(summary)
     warning, check_section = harness_check(check)
     items = [
