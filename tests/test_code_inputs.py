@@ -14,6 +14,7 @@ import pytest
 
 from inferbench.backends import KNOWN_BACKENDS
 from inferbench.sweep import codedeps
+from inferbench.sweep.config import backend_of
 from sweep import REPO, snakemake
 
 PKG = REPO / "workflow" / "inferbench"
@@ -140,6 +141,8 @@ def test_every_rule_lists_every_module_its_command_imports(tiny_sweep):
             continue  # printf (resolved_config)
         command = words[words.index("inferbench") + 1].replace("-", "_")
         backend = Path(job["output_file"]).parts[3] if job["rule"] in ("export_artifact", "benchmark_cell") else None
+        if backend is not None:  # a shard's path names a variant; its cells run the variant's backend
+            backend = backend_of(tiny_sweep["config"], backend)
         inputs = {Path(p).resolve() for p in job["input-file(s)"].split(",") if p.endswith(".py")}
         # the same files, in the sweep's checkout
         expected = {here / f.relative_to(PKG) for f in expected_code(command, backend)}

@@ -46,8 +46,8 @@ def best_per_resolution(df: pd.DataFrame) -> Finding:
     """The sweep's question, per resolution: which backend (or variant) and precision is fastest
     on the model alone (io=device), on the GPU when any GPU cell ran, by how much over pytorch
     fp32, and whether its lead over the best other backend·precision beats the noise by the
-    rule `inferbench compare` applies to two runs (inferbench.compare.noise_limit)."""
-    from inferbench.reporting.compare import noise_limit
+    rule `inferbench compare` applies to two runs (inferbench.reporting.noise)."""
+    from inferbench.reporting.noise import noise_limit
 
     ok = ok_cells(df)
     ok = ok[ok["io"] == "device"]
