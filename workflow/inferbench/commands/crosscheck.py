@@ -125,18 +125,15 @@ def bare_ort_loop(artifact: str, x, precision: str, iters: int, warmup: int = 20
     return times
 
 
-def run(args) -> int:
-    import contextlib
+def cell_to_check(args):
+    """(spec, backend, parsed options) of the cell the arguments name, or a UserError saying why
+    it cannot be checked."""
     import dataclasses
 
     import torch
 
     from inferbench.backends import load_backend
-    from inferbench.backends.base import options_json
     from inferbench.errors import UserError
-    from inferbench.measure.phases import (GpuTelemetry, cell_threads, draw_inputs, first_call, load_runner,
-                                           setup_device, time_io_mode)
-    from inferbench.measure.timing import Settings
     from inferbench.sweep.config import Cell, load_config
     from inferbench.sweep.spec import cell_spec_for
 
@@ -152,8 +149,21 @@ def run(args) -> int:
     reason = backend.unsupported(cell, options)
     if reason:
         raise UserError(f"this cell cannot run: {reason}")
-    spec = dataclasses.replace(cell_spec_for(config, cell), options=raw_options)
-    artifact = _artifact(config, cell, backend, options)
+    return config, dataclasses.replace(cell_spec_for(config, cell), options=raw_options), backend, options
+
+
+def run(args) -> int:
+    import contextlib
+
+    import torch
+
+    from inferbench.backends.base import options_json
+    from inferbench.measure.phases import (GpuTelemetry, cell_threads, draw_inputs, first_call, load_runner,
+                                           setup_device, time_io_mode)
+    from inferbench.measure.timing import Settings
+
+    config, spec, backend, options = cell_to_check(args)
+    artifact = _artifact(config, spec.cell, backend, options)
     threads = cell_threads(spec)
     telemetry = GpuTelemetry() if args.telemetry else None
     with contextlib.ExitStack() as stack:
@@ -185,14 +195,20 @@ def run(args) -> int:
               "backend_options": options_json(options), "facts": dict(runner.facts),
               "load_s": load_s, "compile_s": runner.compile_s, "harness_with_nvml_sampling": bool(args.telemetry),
               "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    print_result(result, args)
+    sys.stdout.flush()
+    return 0
+
+
+def print_result(result: dict, args) -> None:
+    """Both timings and their ratio for a person; --json appends the result for a machine."""
+    h_ms, b_ms, load_s, compile_s = result["harness_median_ms"], result["bare_median_ms"], result["load_s"], result["compile_s"]
     print(f"{args.backend} {args.precision} {args.resolution}px batch {args.batch} on {result['gpu']}")
     print(f"  options: {result['backend_options']}; loaded in {load_s:.1f} s"
-          + (f" (compile {runner.compile_s:.1f} s)" if runner.compile_s else ""))
-    print(f"  harness{' (NVML sampled beside it)' if args.telemetry else ''}: median {h_ms:.3f} ms  {result['harness_ips']:,.0f} images/s  ({len(harness.latencies_ms)} iterations)")
-    print(f"  bare:    median {b_ms:.3f} ms  {result['bare_ips']:,.0f} images/s  ({len(bare)} iterations; {bare_kind})")
+          + (f" (compile {compile_s:.1f} s)" if compile_s else ""))
+    print(f"  harness{' (NVML sampled beside it)' if args.telemetry else ''}: median {h_ms:.3f} ms  {result['harness_ips']:,.0f} images/s  ({result['harness_iters']} iterations)")
+    print(f"  bare:    median {b_ms:.3f} ms  {result['bare_ips']:,.0f} images/s  ({result['bare_iters']} iterations; {result['bare_loop']})")
     print(f"  harness/bare throughput ratio: {result['harness_over_bare_throughput']:.3f}")
     if args.json:
         with open(args.json, "a") as f:
             f.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
