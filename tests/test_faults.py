@@ -112,15 +112,16 @@ def test_a_sigkill_is_out_of_memory_only_when_the_cgroup_counted_an_oom_kill(tmp
 
     killer = threading.Thread(target=kill_worker)
     killer.start()
-    rc, how = isolation.run_inferbench(_hang_args(tmp_path), 60, dict(os.environ), str(tmp_path / "locks"))
+    result = isolation.run_inferbench(_hang_args(tmp_path), 60, dict(os.environ), str(tmp_path / "locks"))
     killer.join()
-    assert rc == -signal.SIGKILL
+    assert result.signal == signal.SIGKILL and not result.timed_out
+    how = result.describe()
     if kernel_counted_an_oom_kill:
         assert how.startswith("out of memory: the worker process was killed by SIGKILL"), how
         assert "1 OOM kill(s) in memory cgroup" in how
-        assert isolation.failure_status(rc, how) == "oom" and not isolation.stopped_from_outside(rc, how)
+        assert result.oom_killed and result.failure_status == "oom" and not result.stopped_from_outside
     else:
-        assert "from outside" in how and isolation.stopped_from_outside(rc, how), how
+        assert "from outside" in how and result.stopped_from_outside and not result.oom_killed, how
 
 
 def test_a_sigkill_at_the_memory_limit_is_out_of_memory_where_no_counter_is_readable(tmp_path, monkeypatch):

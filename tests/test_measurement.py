@@ -24,7 +24,8 @@ from inferbench import __version__
 from inferbench.backends.base import Skip
 from inferbench.measure import stats, timing
 from inferbench.measure.telemetry import gpu
-from inferbench.process import devices, forkserver, isolation
+from inferbench.process import devices, forkclient, isolation
+from inferbench.process.result import ChildResult, OutputTail
 from inferbench.records import shard
 from inferbench.records.schema import COLUMN_NAMES, SHARD_SCHEMA
 
@@ -491,31 +492,31 @@ def _run(args, lock_dir, timeout_s=120.0):
 
 def test_version_through_the_fork_server(server_locks, monkeypatch, capsys):
     monkeypatch.setenv("INFERBENCH_FORKSERVER", "1")
-    path = forkserver.socket_path(server_locks)
+    path = forkclient.socket_path(server_locks)
     assert path.parent == server_locks, "socket fell back to /tmp: teardown could not stop the server"
-    rc, how = _run(["--version"], server_locks)
-    assert (rc, how) == (0, "")
+    result = _run(["--version"], server_locks)
+    assert result.ok and result.describe() == ""
     assert f"inferbench {__version__}" in capsys.readouterr().err
     assert path.exists()
     server = _server_pid(server_locks)
     # a second call reuses the same server
-    rc, _ = _run(["--version"], server_locks)
-    assert rc == 0 and _server_pid(server_locks) == server
+    assert _run(["--version"], server_locks).ok and _server_pid(server_locks) == server
     assert "fork server unavailable" not in capsys.readouterr().err
 
 
 def test_version_through_a_subprocess(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("INFERBENCH_FORKSERVER", "0")
-    rc, how = _run(["--version"], tmp_path / "locks")
-    assert (rc, how) == (0, "")
+    result = _run(["--version"], tmp_path / "locks")
+    assert result.ok and result.describe() == ""
     assert f"inferbench {__version__}" in capsys.readouterr().err
     assert not (tmp_path / "locks").exists()  # no server was started
 
 
 def test_a_failing_command_reports_its_exit_code(server_locks, monkeypatch, capsys):
     monkeypatch.setenv("INFERBENCH_FORKSERVER", "1")
-    rc, how = _run(["validate", str(server_locks / "no-such.yaml")], server_locks)
-    assert rc == 2
+    result = _run(["validate", str(server_locks / "no-such.yaml")], server_locks)
+    assert (result.returncode, result.signal, result.timed_out) == (2, None, False)
+    how = result.describe()
     assert how.startswith("the worker process exited with code 2") and "does not exist" in how
 
 
@@ -547,7 +548,7 @@ def _kill_child_when_it_appears(parent_pid: int, marker: str | None, exclude: se
 def test_a_child_killed_by_a_signal_is_reported(tmp_path, server_locks, monkeypatch, mode):
     monkeypatch.setenv("INFERBENCH_FORKSERVER", "1" if mode == "forkserver" else "0")
     if mode == "forkserver":
-        assert _run(["--version"], server_locks)[0] == 0  # make sure the server is up
+        assert _run(["--version"], server_locks).ok  # make sure the server is up
         parent = _server_pid(server_locks)
         marker = None  # forked children keep the server's command line
     else:
@@ -558,24 +559,25 @@ def test_a_child_killed_by_a_signal_is_reported(tmp_path, server_locks, monkeypa
                               args=(parent, marker, set(_children_of(parent)), result, done))
     killer.start()
     try:
-        rc, how = _run(_hang_args(tmp_path), server_locks, timeout_s=60)
+        ended = _run(_hang_args(tmp_path), server_locks, timeout_s=60)
     finally:
         done.set()
         killer.join()
     assert result.get("killed"), "never saw the child"
-    assert rc == -signal.SIGKILL
+    assert (ended.returncode, ended.signal, ended.timed_out) == (None, signal.SIGKILL, False)
     # no OOM kill was counted: a kill from outside, which the cell job records with no shard
+    how = ended.describe()
     assert how.startswith("the worker process was killed by SIGKILL from outside"), how
-    assert isolation.stopped_from_outside(rc, how) and isolation.failure_status(rc, how) == "error"
+    assert ended.stopped_from_outside and not ended.oom_killed and ended.failure_status == "error"
 
 
 @pytest.mark.parametrize("mode", ["forkserver", "subprocess"])
 def test_a_hanging_child_is_killed_at_the_timeout(tmp_path, server_locks, monkeypatch, mode):
     monkeypatch.setenv("INFERBENCH_FORKSERVER", "1" if mode == "forkserver" else "0")
     t0 = time.monotonic()
-    rc, how = _run(_hang_args(tmp_path), server_locks, timeout_s=2.0)
-    assert rc is None
-    assert how == "timed out after 2 s (cell_timeout_s)"
+    result = _run(_hang_args(tmp_path), server_locks, timeout_s=2.0)
+    assert result.timed_out and result.returncode is None and not result.stopped_from_outside
+    assert result.describe() == "timed out after 2 s (cell_timeout_s)"
     assert time.monotonic() - t0 < 30
     if mode == "forkserver":
         deadline = time.monotonic() + 10
@@ -585,10 +587,59 @@ def test_a_hanging_child_is_killed_at_the_timeout(tmp_path, server_locks, monkey
 
 
 def test_describe_exit_statuses():
-    assert isolation._describe(0, [], 10) == ""
-    assert isolation._describe(None, [], 10) == "timed out after 10 s (cell_timeout_s)"
-    assert isolation._describe(3, ["a", "b", "c", "d"], 10) == "the worker process exited with code 3; last output: b | c | d"
-    assert isolation._describe(-signal.SIGSEGV, ["x"], 10).startswith("the worker process died from SIGSEGV;")
+    assert ChildResult(returncode=0).describe() == ""
+    assert ChildResult.timeout(10).describe() == "timed out after 10 s (cell_timeout_s)"
+    assert (ChildResult(returncode=3, output_tail=("a", "b", "c", "d")).describe()
+            == "the worker process exited with code 3; last output: b | c | d")
+    assert ChildResult(signal=signal.SIGSEGV, output_tail=("x",)).describe().startswith("the worker process died from SIGSEGV;")
+    oom = ChildResult(signal=signal.SIGKILL, oom_evidence="the kernel counted 1 OOM kill(s)")
+    assert oom.describe().startswith("out of memory: the worker process was killed by SIGKILL (the kernel counted")
+
+
+def test_what_a_failed_worker_records_comes_from_the_results_fields():
+    killed = ChildResult(signal=signal.SIGKILL)
+    assert killed.stopped_from_outside and killed.failure_status == "error"
+    oom = ChildResult(signal=signal.SIGKILL, oom_evidence="its resident memory had reached the limit")
+    assert oom.oom_killed and not oom.stopped_from_outside and oom.failure_status == "oom"
+    # its own output saying so, as it exited: an allocation failure that escaped the cell
+    printed = ChildResult(returncode=1, output_tail=("Traceback", "torch.OutOfMemoryError: CUDA out of memory."))
+    assert printed.failure_status == "oom" and not printed.stopped_from_outside
+    assert ChildResult(returncode=1, output_tail=("ValueError: no",)).failure_status == "error"
+    assert ChildResult(signal=signal.SIGSEGV).failure_status == "error"
+    timed_out = ChildResult.timeout(5)
+    assert not timed_out.ok and not timed_out.stopped_from_outside and timed_out.failure_status == "error"
+
+
+_ENDINGS = {
+    "exit 0": ("print('done')", dict(returncode=0, signal=None, timed_out=False, ok=True), ""),
+    "exit 3": ("import sys; print('bad input'); sys.exit(3)", dict(returncode=3, signal=None, timed_out=False, ok=False),
+               "the worker process exited with code 3; last output: bad input"),
+    "a signal": ("import os, signal; print('crashing', flush=True); os.kill(os.getpid(), signal.SIGSEGV)",
+                 dict(returncode=None, signal=signal.SIGSEGV, timed_out=False, ok=False),
+                 "the worker process died from SIGSEGV; last output: crashing"),
+    "killed from outside": ("import os, signal; print('stopping', flush=True); os.kill(os.getpid(), signal.SIGTERM)",
+                            dict(returncode=None, signal=signal.SIGTERM, timed_out=False, ok=False,
+                                 stopped_from_outside=True),
+                            "the worker process was killed by SIGTERM from outside (no out-of-memory kill seen); "
+                            "last output: stopping"),
+    "timed out": ("import time; print('waiting', flush=True); time.sleep(60)",
+                  dict(returncode=None, timed_out=True, ok=False, stopped_from_outside=False),
+                  "timed out after 2 s (cell_timeout_s)"),
+}
+
+
+@pytest.mark.parametrize("ending", list(_ENDINGS))
+def test_each_way_a_child_ends_is_its_own_result(ending):
+    """A real child process (a tiny Python program), run the way a cell is when the fork server is off."""
+    code, fields, description = _ENDINGS[ending]
+    seen = []
+    t0 = time.monotonic()
+    result = isolation.run_subprocess([sys.executable, "-c", code], 2.0, dict(os.environ), OutputTail(seen.append))
+    assert time.monotonic() - t0 < 30
+    assert {name: getattr(result, name) for name in fields} == fields
+    assert result.describe() == description
+    assert result.output_tail == tuple(line.strip() for line in seen) and len(seen) == 1  # passed on, and kept
+    assert result.failure_status == "error"  # none of them ran out of memory
 
 
 # ------------------------------------------------------------------ the warm worker (gpu_worker: warm)
@@ -605,15 +656,15 @@ def _warm_pids(locks: Path) -> list[int]:
 def test_a_warm_worker_serves_one_request_after_another_in_one_process(server_locks, monkeypatch, capsys):
     monkeypatch.setenv("INFERBENCH_FORKSERVER", "1")
     t0 = time.monotonic()
-    assert _run_warm(["--version"], server_locks) == (0, "")
+    assert _run_warm(["--version"], server_locks).ok
     # a new worker must not hold its first caller's output pipe (the caller would wait for its end)
     assert time.monotonic() - t0 < 8.0
     (worker,) = _warm_pids(server_locks)  # it stays, waiting for the next cell
-    assert _run_warm(["--version"], server_locks) == (0, "")
+    assert _run_warm(["--version"], server_locks).ok
     # a failing command is that request's exit code; the worker carries on
-    rc, how = _run_warm(["validate", str(server_locks / "no-such.yaml")], server_locks)
-    assert rc == 2 and "does not exist" in how
-    assert _run_warm(["--version"], server_locks) == (0, "")
+    result = _run_warm(["validate", str(server_locks / "no-such.yaml")], server_locks)
+    assert result.returncode == 2 and result.signal is None and "does not exist" in result.describe()
+    assert _run_warm(["--version"], server_locks).ok
     assert _warm_pids(server_locks) == [worker]
     # each request's output reached its own caller
     assert capsys.readouterr().err.count(f"inferbench {__version__}") == 3
@@ -621,7 +672,7 @@ def test_a_warm_worker_serves_one_request_after_another_in_one_process(server_lo
 
 def test_a_killed_warm_worker_fails_its_request_and_the_next_gets_a_new_one(tmp_path, server_locks, monkeypatch):
     monkeypatch.setenv("INFERBENCH_FORKSERVER", "1")
-    assert _run_warm(["--version"], server_locks, key="k")[0] == 0
+    assert _run_warm(["--version"], server_locks, key="k").ok
     before = set(_warm_pids(server_locks))
     result, done = {}, threading.Event()
     # the hang runs inside the existing worker: kill that one
@@ -629,20 +680,21 @@ def test_a_killed_warm_worker_fails_its_request_and_the_next_gets_a_new_one(tmp_
                                               result.update(killed=True)))
     killer.start()
     try:
-        rc, how = _run_warm(_hang_args(tmp_path), server_locks, key="k", timeout_s=60)
+        ended = _run_warm(_hang_args(tmp_path), server_locks, key="k", timeout_s=60)
     finally:
         done.set()
         killer.join()
-    assert rc == -signal.SIGKILL and how.startswith("the worker process was killed by SIGKILL from outside")
-    assert _run_warm(["--version"], server_locks, key="k")[0] == 0
+    assert ended.signal == signal.SIGKILL and ended.stopped_from_outside
+    assert ended.describe().startswith("the worker process was killed by SIGKILL from outside")
+    assert _run_warm(["--version"], server_locks, key="k").ok
     assert not set(_warm_pids(server_locks)) & before, "the dead worker was reused"
 
 
 def test_a_hanging_warm_request_is_killed_at_the_timeout(tmp_path, server_locks, monkeypatch):
     monkeypatch.setenv("INFERBENCH_FORKSERVER", "1")
-    rc, how = _run_warm(_hang_args(tmp_path), server_locks, key="t", timeout_s=2.0)
-    assert rc is None and how == "timed out after 2 s (cell_timeout_s)"
-    assert _run_warm(["--version"], server_locks, key="t")[0] == 0
+    result = _run_warm(_hang_args(tmp_path), server_locks, key="t", timeout_s=2.0)
+    assert result.timed_out and result.describe() == "timed out after 2 s (cell_timeout_s)"
+    assert _run_warm(["--version"], server_locks, key="t").ok
 
 
 def test_cells_in_a_warm_worker_record_it_and_their_own_peaks(tmp_path, server_locks, monkeypatch):
@@ -656,8 +708,8 @@ def test_cells_in_a_warm_worker_record_it_and_their_own_peaks(tmp_path, server_l
     rows = []
     for i in range(2):
         out = tmp_path / f"cell{i}.parquet"
-        rc, how = _run_warm(["cell", "--worker", "--spec", spec_json, "--out", str(out)], server_locks, key="cells")
-        assert (rc, how) == (0, "")
+        result = _run_warm(["cell", "--worker", "--spec", spec_json, "--out", str(out)], server_locks, key="cells")
+        assert result.ok, result.describe()
         (row,) = pq.read_table(out).to_pylist()
         rows.append(row)
     assert [r["status"] for r in rows] == ["ok", "ok"]
@@ -697,7 +749,7 @@ def test_a_forked_child_collects_garbage_without_scanning_the_servers_imports():
     collection scanned ~340k objects (0.28 s on a 2-core VM) until the server froze them."""
     code = textwrap.dedent("""
         import gc, os, time, torch, torchvision
-        from inferbench.process.forkserver import freeze_before_fork
+        from inferbench.process.child import freeze_before_fork
 
         def collect_s():
             t = time.perf_counter(); gc.collect(); return time.perf_counter() - t

@@ -6,6 +6,7 @@ import pytest
 from inferbench import cli
 from inferbench.errors import UserError
 from inferbench.reporting import tables
+from inferbench.reporting.summary import with_series
 from synthetic import synthetic_summary, write_summary
 
 
@@ -51,8 +52,8 @@ def test_memory_column_uses_gpu_for_cuda_and_rss_for_cpu(summary):
 
 
 def test_io_appears_in_labels_only_when_both_modes_exist():
-    one = tables.with_series(synthetic_summary(devices=("cuda",), batch_sizes=(1,)))
-    both = tables.with_series(synthetic_summary(devices=("cuda",), batch_sizes=(1,), io_modes=("device", "host")))
+    one = with_series(synthetic_summary(devices=("cuda",), batch_sizes=(1,)))
+    both = with_series(synthetic_summary(devices=("cuda",), batch_sizes=(1,), io_modes=("device", "host")))
     assert "pytorch·fp32·cuda" in set(one["series"])
     assert {"pytorch·fp32·cuda·device", "pytorch·fp32·cuda·host"} <= set(both["series"])
 

@@ -20,3 +20,12 @@ def test_html_and_markdown_tables_render_gaps_as_empty():
     assert "nan" not in html.lower() and "None" not in html and '<td class="notok">skipped</td>' in html
     md = markdown_table(frame_with_gaps(), index=False)
     assert "nan" not in md.lower() and "None" not in md
+
+
+def test_html_cell_classes_come_from_the_data_not_the_text():
+    """A cell is styled by what the data says of it (best of its batch, did not run), whatever its text reads."""
+    frame = pd.DataFrame({"series": ["a", "b"], "batch 1": ["★ 1,234", "skipped [a]"]})
+    classes = pd.DataFrame({"series": ["", ""], "batch 1": ["notok", "best"]})
+    html = html_table(frame, classes)
+    assert '<td class="label">a</td><td class="notok">★ 1,234</td>' in html
+    assert '<td class="label">b</td><td class="best">skipped [a]</td>' in html

@@ -130,28 +130,27 @@ def run_isolated(args, spec, started_at: float) -> int:
             # and precision, so that what a worker keeps loaded comes from cells of its own kind
             c = spec.cell
             warm_key = f"{claim.gpu}:{c.backend}:{c.precision}" if spec.gpu_worker == "warm" else None
-            rc, how = run_inferbench(argv, spec.timeout_s, env, args.lock_dir, warm_key=warm_key)
+            result = run_inferbench(argv, spec.timeout_s, env, args.lock_dir, warm_key=warm_key)
     else:
         # CPU cells start a fresh process: forked from the server, ONNX Runtime on the CPU measured
         # ~18% slower (2.26 ms against 1.90 ms per batch, ResNet-18 32 px, 1 thread, 2026-11-28),
         # an artifact of the fork that a CPU figure must not include.
-        rc, how = run_inferbench(argv, spec.timeout_s, env, args.lock_dir, use_forkserver=False)
-    if rc == 0 and Path(tmp).exists():
+        result = run_inferbench(argv, spec.timeout_s, env, args.lock_dir, use_forkserver=False)
+    if result.ok and Path(tmp).exists():
         os.replace(tmp, args.out)
         return 0
     Path(tmp).unlink(missing_ok=True)
-    from inferbench.process.isolation import failure_status, stopped_from_outside
     from inferbench.records.shard import write_shard
 
-    if stopped_from_outside(rc, how):
+    if result.stopped_from_outside:
         # No shard for a worker someone killed (kill -9, a scheduler, a shutdown): the kill says
         # nothing about the cell, and a shard would record it as the cell's result for good, since
         # Snakemake reruns only cells whose shard is missing. Without one this job fails, the sweep
         # goes on with the other cells (keep-going), and the next run measures this cell again.
         # A real OOM kill (inferbench.process.oomwatch) is the cell's own outcome and is recorded as `oom`.
-        print(f"[inferbench cell] error: {how}. No shard written: the cell was stopped, not measured; "
+        print(f"[inferbench cell] error: {result.describe()}. No shard written: the cell was stopped, not measured; "
               "run snakemake again to measure it.", file=sys.stderr, flush=True)
         return 1
     base = dict(base_row(spec), **job_times(started_at, gpu_wait_s))
-    write_shard(rows_with(spec, base, failure_status(rc, how), how or "the worker wrote no shard"), args.out)
+    write_shard(rows_with(spec, base, result.failure_status, result.describe() or "the worker wrote no shard"), args.out)
     return 0

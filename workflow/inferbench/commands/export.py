@@ -64,15 +64,15 @@ def run(args) -> int:
 
 
 def run_isolated(args, manifest: dict) -> int:
-    from inferbench.process.isolation import run_inferbench, stopped_from_outside
+    from inferbench.process.isolation import run_inferbench
 
     argv = ["export", "--worker", "--spec", args.spec, "--out", args.out]
     lock_dir = str(Path(args.out).parents[3] / ".locks")  # results/artifacts/MODEL/BACKEND/x.json
-    rc, how = run_inferbench(argv, args.timeout, dict(os.environ, PYTHONUNBUFFERED="1"), lock_dir)
-    if stopped_from_outside(rc, how):
+    result = run_inferbench(argv, args.timeout, dict(os.environ, PYTHONUNBUFFERED="1"), lock_dir)
+    if result.stopped_from_outside:
         # as for a cell (commands/cell.py): a killed export leaves no manifest, so it runs again
-        print(f"[inferbench export] error: {how}. No manifest written: run snakemake again.", file=sys.stderr)
+        print(f"[inferbench export] error: {result.describe()}. No manifest written: run snakemake again.", file=sys.stderr)
         return 1
-    if rc != 0 or not Path(args.out).exists():
-        write_manifest(args.out, dict(manifest, status="error", reason=how or "the export wrote no manifest"))
+    if not result.ok or not Path(args.out).exists():
+        write_manifest(args.out, dict(manifest, status="error", reason=result.describe() or "the export wrote no manifest"))
     return 0

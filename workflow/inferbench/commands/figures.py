@@ -19,9 +19,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from inferbench.errors import UserError
-    from inferbench.reporting import figures, tables
+    from inferbench.reporting import figures
+    from inferbench.reporting.summary import read_summary
 
-    summary = tables.read_summary(args.summary)
+    summary = read_summary(args.summary)
     kinds = args.kind or (["throughput"] if args.resolution else list(figures.KINDS))
     if args.resolution:
         have = set(int(r) for r in summary["resolution"].dropna().unique())

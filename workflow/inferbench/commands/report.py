@@ -19,11 +19,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from inferbench.errors import UserError
-    from inferbench.reporting import report, tables
+    from inferbench.reporting import report
+    from inferbench.reporting.summary import read_summary
 
     if not (args.html or args.md):
         raise UserError("nothing to write: give --html and/or --md")
-    summary = tables.read_summary(args.summary)
+    summary = read_summary(args.summary)
     report.write_report(summary, args.figures_dir, args.tables_dir, args.html, args.md, args.config,
                         cv_threshold=args.cv_threshold, harness_check_path=args.harness_check)
     for path in (args.html, args.md):

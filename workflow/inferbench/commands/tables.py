@@ -17,10 +17,11 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from inferbench.errors import UserError
     from inferbench.reporting import tables
+    from inferbench.reporting.summary import read_summary
 
     if not (args.csv or args.md or args.html):
         raise UserError("nothing to write: give at least one of --csv, --md, --html")
-    summary = tables.read_summary(args.summary)
+    summary = read_summary(args.summary)
     tidy = tables.write_tables(summary, args.resolution, args.csv, args.md, args.html)
     print(f"tables: {len(tidy)} cells ({(tidy['status'] == 'ok').sum()} ok)")
     return 0

@@ -1,13 +1,14 @@
 """Run a step in a child process, so that a crash, a hang or an out-of-memory kill in one cell
 is recorded as that cell's failure instead of taking the sweep down.
 
-The child is forked from the fork server (inferbench.process.forkserver: libraries already imported)
-when it can be, else started as a plain subprocess.
+The child is forked from the fork server (inferbench.process.forkclient: libraries already
+imported) when it can be, else started as a plain subprocess. Either way the caller gets a
+ChildResult (inferbench.process.result) and decides on its fields.
 """
 
 from __future__ import annotations
 
-import collections
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,8 +16,9 @@ import sys
 import threading
 import time
 
-from inferbench.process import forkserver
+from inferbench.process import forkclient
 from inferbench.process.oomwatch import MemoryWatch
+from inferbench.process.result import ChildResult, OutputTail
 
 # Set for the child: when (Unix time) it was launched, so that it can tell how long its own
 # start took (a fork from the server, or a new interpreter and its imports).
@@ -37,84 +39,50 @@ def exit_worker(code: int = 0) -> None:
     os._exit(code)
 
 
-# A description that starts with this says the kernel killed the worker for memory.
-OOM_KILLED = "out of memory: "
-# Signals by which someone outside ended the worker (a person, a scheduler, the machine shutting
-# down): nothing about the cell itself. SIGKILL counts only without evidence of an OOM kill.
-STOPPED_FROM_OUTSIDE = {signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
-
-
-def _describe(rc: int | None, tail, timeout_s: float, oom_evidence: str | None = None) -> str:
-    if rc is None:
-        return f"timed out after {timeout_s:.0f} s (cell_timeout_s)"
-    if rc == 0:
-        return ""
-    last = " | ".join(list(tail)[-3:])
-    if rc < 0:
-        name = signal.Signals(-rc).name
-        if name == "SIGKILL" and oom_evidence:
-            return f"{OOM_KILLED}the worker process was killed by SIGKILL ({oom_evidence}); last output: {last}"
-        if -rc in STOPPED_FROM_OUTSIDE:
-            return (f"the worker process was killed by {name} from outside (no out-of-memory kill seen); "
-                    f"last output: {last}")
-        return f"the worker process died from {name}; last output: {last}"
-    return f"the worker process exited with code {rc}; last output: {last}"
-
-
-def stopped_from_outside(rc: int | None, how: str) -> bool:
-    """The worker was ended by someone, not by its cell: a kill that was no OOM kill."""
-    return rc is not None and rc < 0 and -rc in STOPPED_FROM_OUTSIDE and not how.startswith(OOM_KILLED)
-
-
-def failure_status(rc: int | None, how: str) -> str:
-    """A failed worker's cell status: `oom` when it ran out of memory, else `error`."""
-    if how.startswith(OOM_KILLED):
-        return "oom"
-    # a worker that exited on its own after printing an allocation failure
-    return "oom" if rc is not None and rc > 0 and "out of memory" in how.lower() else "error"
-
-
 def run_inferbench(args: list[str], timeout_s: float, env: dict, lock_dir: str,
-                   use_forkserver: bool = True, warm_key: str | None = None) -> tuple[int | None, str]:
+                   use_forkserver: bool = True, warm_key: str | None = None) -> ChildResult:
     """Run `inferbench ARGS` isolated, streaming its output to our stderr (the job log).
     warm_key: run it in the fork server's warm worker for that key (inferbench.process.warm).
-    Returns (exit code, or None on timeout; a one-line description when it did not end well)."""
-    tail: collections.deque = collections.deque(maxlen=15)
+    Returns how it ended, with the evidence of an out-of-memory kill if it was killed."""
 
-    def on_output(line: str) -> None:
+    def to_log(line: str) -> None:
         sys.stderr.write(line)
         sys.stderr.flush()
-        if line.strip():
-            tail.append(line.rstrip())
 
+    output = OutputTail(to_log)  # one tail across a failed fork-server attempt and its fallback
     env = dict(env, **{LAUNCHED_AT_ENV: repr(time.time())})
     watches: list[MemoryWatch] = []
 
     def watch(pid: int) -> None:
         watches.append(MemoryWatch(pid))
 
-    def outcome(rc: int | None) -> tuple[int | None, str]:
+    def with_evidence(result: ChildResult) -> ChildResult:
         for w in watches:
             w.stop()
-        evidence = watches[-1].oom_evidence() if watches and rc == -signal.SIGKILL else None
-        return rc, _describe(rc, tail, timeout_s, evidence)
+        # SIGKILL is how the kernel's OOM killer ends a process, and also how anyone else may:
+        # only the watch's evidence tells them apart (inferbench.process.oomwatch)
+        if watches and result.signal == signal.SIGKILL and not result.timed_out:
+            return dataclasses.replace(result, oom_evidence=watches[-1].oom_evidence())
+        return result
 
-    if use_forkserver and forkserver.enabled():
+    if use_forkserver and forkclient.enabled():
         try:
-            return outcome(forkserver.run(args, env, lock_dir, timeout_s, on_output, warm_key=warm_key,
-                                          on_start=watch))
+            return with_evidence(forkclient.run(args, env, lock_dir, timeout_s, output, warm_key=warm_key,
+                                                on_start=watch))
         except (OSError, RuntimeError) as exc:
-            on_output(f"[inferbench] fork server unavailable ({exc}); starting a fresh process\n")
-    return outcome(_run_subprocess([sys.executable, "-m", "inferbench", *args], timeout_s, env, on_output, watch))
+            output(f"[inferbench] fork server unavailable ({exc}); starting a fresh process\n")
+    return with_evidence(run_subprocess([sys.executable, "-m", "inferbench", *args], timeout_s, env, output, watch))
 
 
-def _run_subprocess(argv, timeout_s, env, on_output, on_start) -> int | None:
+def run_subprocess(argv: list[str], timeout_s: float, env: dict, output: OutputTail, on_start=None) -> ChildResult:
+    """Run `argv` in a plain subprocess, its output lines to `output`; killed at timeout_s."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, bufsize=1)
-    on_start(proc.pid)
+    if on_start:
+        on_start(proc.pid)
 
     def pump():
         for line in proc.stdout:
-            on_output(line)
+            output(line)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
@@ -123,6 +91,7 @@ def _run_subprocess(argv, timeout_s, env, on_output, on_start) -> int | None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        rc = None
+        reader.join(timeout=5)
+        return ChildResult.timeout(timeout_s, output.lines())
     reader.join(timeout=5)
-    return rc
+    return ChildResult.from_returncode(rc, output.lines())

@@ -70,15 +70,15 @@ def env_signature(env: dict) -> str:
 def serve_cells(ctrl: socket.socket, idle_s: float = IDLE_S) -> None:
     """The worker's life, in the child the fork server made: receive a request (JSON with argv,
     env, cwd, and the output pipe as a passed descriptor), run `inferbench ARGV` in this process,
-    reply {"returncode": N}, clean up, repeat. Exits on end of file or after idle_s."""
-    from inferbench.process.inprocess import call_cli
+    reply with how it ended (inferbench.process.result), clean up, repeat. Exits on end of file or
+    after idle_s."""
+    from inferbench.process.child import call_cli, detach, send_output_to, take_request
+    from inferbench.process.result import ChildResult
 
-    os.setsid()  # own process group: the server's signals are not ours
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    def let_go_of_output() -> None:
+        send_output_to(os.open(os.devnull, os.O_WRONLY))  # the job's pipe closes: its reader sees the end
+
+    detach(os.open(os.devnull, os.O_WRONLY))
     ctrl.settimeout(idle_s)
     served = 0
     while True:
@@ -89,13 +89,8 @@ def serve_cells(ctrl: socket.socket, idle_s: float = IDLE_S) -> None:
         if not msg:
             os._exit(0)
         request = json.loads(msg.decode())
-        os.dup2(fds[0], 1)  # this cell's output goes to its job's log
-        os.dup2(fds[0], 2)
-        os.close(fds[0])
-        os.chdir(request["cwd"])
-        os.environ.clear()
-        os.environ.update(request["env"])
-        os.environ.update({WARM_ENV: "1", CELLS_BEFORE_ENV: str(served)})
+        send_output_to(fds[0])  # this cell's output goes to its job's log
+        take_request(request, {WARM_ENV: "1", CELLS_BEFORE_ENV: str(served)})
         code = call_cli(request["argv"])
         healthy = True
         try:
@@ -105,10 +100,9 @@ def serve_cells(ctrl: socket.socket, idle_s: float = IDLE_S) -> None:
             healthy = False
         sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(devnull, 1)  # let go of the job's pipe: its reader sees the end
-        os.dup2(devnull, 2)
+        let_go_of_output()
         served += 1
-        ctrl.sendall(json.dumps({"returncode": code}).encode())
+        ctrl.sendall(json.dumps(ChildResult(returncode=code).wire()).encode())
         if not healthy:
             os._exit(0)
 
@@ -119,7 +113,7 @@ def release() -> None:
     dynamo = sys.modules.get("torch._dynamo")
     if dynamo is not None:
         dynamo.reset()  # first: the collection below then frees what its caches held
-    gc.collect()  # cheap: the server froze what it had imported (forkserver.freeze_before_fork)
+    gc.collect()  # cheap: the server froze what it had imported (child.freeze_before_fork)
     if torch is None:
         return
     if torch.cuda.is_initialized():

@@ -1,2 +1,3 @@
-"""Turning the summary into what people read: tables, figures, findings drawn from the data, the
-time budget of the sweep (timebudget), the report, and the comparison of two runs (compare)."""
+"""Turning the summary into what people read: the summary model every view reads (summary), tables,
+figures, findings drawn from the data, the time budget of the sweep (timebudget), the report, and
+the comparison of two runs (compare)."""

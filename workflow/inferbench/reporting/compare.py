@@ -39,6 +39,7 @@ import pandas as pd
 from inferbench.errors import UserError
 from inferbench.records import archive, schema
 from inferbench.reporting import findings, tables
+from inferbench.reporting.summary import normalise, read_summary
 
 DEFAULT_K = 2.0
 DEFAULT_FLOOR_PCT = 5.0
@@ -53,12 +54,12 @@ def load_summary(path) -> pd.DataFrame:
     """A summary from an archive (.tar.gz), a results folder, or a summary.parquet."""
     path = Path(path)
     if path.is_dir():
-        return tables.read_summary(path / archive.SUMMARY)
+        return read_summary(path / archive.SUMMARY)
     if not path.exists():
         raise UserError(f"not found: {path} (give an archive .tar.gz, a results folder or a summary.parquet)")
     if path.name.endswith((".tar.gz", ".tgz", ".tar")) or tarfile.is_tarfile(path):
-        return tables.normalise(archive.read_summary_from_archive(path))
-    return tables.read_summary(path)
+        return normalise(archive.read_summary_from_archive(path))
+    return read_summary(path)
 
 
 # ---------------------------------------------------------------- noise

@@ -20,7 +20,7 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from inferbench.reporting import tables  # noqa: E402
+from inferbench.reporting.summary import SPEEDUP_COLUMN, ok_cells, prepared  # noqa: E402
 
 DPI = 120
 BACKEND_COLOURS = {
@@ -72,17 +72,6 @@ def series_style(cells: pd.DataFrame) -> dict:
 
 
 # ---------------------------------------------------------------- data
-
-
-def prepared(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary with series labels, one memory column and speedups, in reading order."""
-    df = tables.with_series(tables.normalise(summary).reset_index(drop=True))
-    df = tables.with_best(tables.with_speedup(tables.with_memory(df)))
-    return tables.sort_cells(df)
-
-
-def ok_cells(df: pd.DataFrame) -> pd.DataFrame:
-    return df[(df["status"] == "ok") & df["throughput_ips"].notna()]
 
 
 def not_ok_note(df: pd.DataFrame) -> str:
@@ -278,9 +267,9 @@ def speedup_matrix(df: pd.DataFrame):
     labels = np.full((len(rows), len(cols)), "", dtype=object)
     for _, cell in df.iterrows():
         i, j = rows.index(cell["series"]), cols.index(cell["column"])
-        if cell["status"] == "ok" and pd.notna(cell[tables.SPEEDUP_COLUMN]):
-            values[i, j] = cell[tables.SPEEDUP_COLUMN]
-            labels[i, j] = f"{cell[tables.SPEEDUP_COLUMN]:.2f}"
+        if cell["status"] == "ok" and pd.notna(cell[SPEEDUP_COLUMN]):
+            values[i, j] = cell[SPEEDUP_COLUMN]
+            labels[i, j] = f"{cell[SPEEDUP_COLUMN]:.2f}"
         elif cell["status"] == "ok":
             labels[i, j] = "n/b"  # ok, but its pytorch fp32 baseline is not
         else:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from inferbench.reporting import tables, timebudget
+from inferbench.reporting import timebudget
+from inferbench.reporting.summary import COMPARABLE, is_baseline, ok_cells, prepared
 
 DEFAULT_CV_THRESHOLD = 0.05  # std/mean above 5%: the median still holds, but compare with care
 # A timed loop keeps a GPU busy near 100% unless the host cannot launch kernels fast enough.
@@ -26,15 +27,6 @@ class Finding:
     sentences: list[str]
     table: pd.DataFrame | None = field(default=None)
     alert: bool = False  # shown at the very top of the report: read this before any figure
-
-
-def prepared(summary: pd.DataFrame) -> pd.DataFrame:
-    df = tables.with_series(tables.normalise(summary).reset_index(drop=True))
-    return tables.sort_cells(tables.with_best(tables.with_speedup(tables.with_memory(df))))
-
-
-def ok_cells(df: pd.DataFrame) -> pd.DataFrame:
-    return df[(df["status"] == "ok") & df["throughput_ips"].notna()]
 
 
 def short_name(row) -> str:
@@ -55,12 +47,12 @@ def best_per_batch(df: pd.DataFrame) -> Finding:
     if ok.empty:
         return Finding(title, ["No cell ran successfully, so nothing is fastest."])
     rows = []
-    for keys, cells in ok.groupby(tables.COMPARABLE, sort=False):
+    for keys, cells in ok.groupby(COMPARABLE, sort=False):
         ranked = cells.sort_values("throughput_ips", ascending=False)
         first = ranked.iloc[0]
         second = ranked.iloc[1] if len(ranked) > 1 else None
         rows.append({
-            **dict(zip(tables.COMPARABLE, keys)),
+            **dict(zip(COMPARABLE, keys)),
             "fastest": short_name(first),
             "throughput_ips": round(float(first["throughput_ips"]), 1),
             "runner_up": short_name(second) if second is not None else "",
@@ -116,9 +108,9 @@ def memory_ranking(df: pd.DataFrame) -> Finding:
     title = "Memory ranking (peak memory relative to pytorch fp32 in the same cell)"
     ok = ok_cells(df)
     ok = ok[ok["memory_peak_mb"].notna()]
-    base = ok[(ok["backend"] == "pytorch") & (ok["precision"] == "fp32")]
-    base = base[tables.COMPARABLE + ["memory_peak_mb"]].rename(columns={"memory_peak_mb": "base_mb"})
-    rel = ok.merge(base, on=tables.COMPARABLE, how="left")
+    base = ok[is_baseline(ok)]
+    base = base[COMPARABLE + ["memory_peak_mb"]].rename(columns={"memory_peak_mb": "base_mb"})
+    rel = ok.merge(base, on=COMPARABLE, how="left")
     if rel.empty:
         return Finding(title, ["No ok cell recorded peak memory."])
     rel = rel.assign(ratio=rel["memory_peak_mb"] / rel["base_mb"])
@@ -145,7 +137,7 @@ def accuracy_losses(df: pd.DataFrame, top1_threshold: float = DEFAULT_TOP1_THRES
     """Worst top-1 agreement and largest max_abs_err per series against the fp32 reference."""
     title = "Accuracy against the fp32 pytorch reference"
     ok = ok_cells(df)
-    ok = ok[(ok["backend"] != "pytorch") | (ok["precision"] != "fp32")]
+    ok = ok[~is_baseline(ok)]
     ok = ok[ok["top1_agreement"].notna() | ok["max_abs_err"].notna()]
     if ok.empty:
         return Finding(title, ["No ok cell recorded accuracy against the reference."])

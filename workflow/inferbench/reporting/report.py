@@ -17,6 +17,7 @@ import pandas as pd
 
 from inferbench.errors import UserError
 from inferbench.reporting import figures, findings, tables
+from inferbench.reporting.summary import normalise, tidy_table
 
 ENVIRONMENT_FIELDS = [
     ("GPU", "gpu_name"), ("NVIDIA driver", "driver_version"), ("CUDA", "cuda_version"),
@@ -202,7 +203,7 @@ def _md_findings(items: list[findings.Finding]) -> str:
 
 
 def markdown_report(summary, items, figure_paths, md_path: Path, tables_dir: Path | None, config_text) -> str:
-    df = tables.normalise(summary)
+    df = normalise(summary)
     here = md_path.parent
     alerts = [f for f in items if f.alert]
     items = [f for f in items if not f.alert]
@@ -225,7 +226,7 @@ def markdown_report(summary, items, figure_paths, md_path: Path, tables_dir: Pat
                  if p.suffix in (".csv", ".md", ".html")]
         if links:
             out.append("Files: " + ", ".join(links) + "\n")
-    out.append(tables.to_markdown(tables.tidy_table(df), heading_level=3))
+    out.append(tables.to_markdown(tidy_table(df), heading_level=3))
     if config_text is not None:
         out += ["## Resolved configuration\n", "```yaml", config_text.rstrip(), "```", ""]
     return "\n".join(out)
@@ -268,7 +269,7 @@ def _html_figures(figure_paths) -> str:
 
 
 def html_report(summary, items, figure_paths, config_text) -> str:
-    df = tables.normalise(summary)
+    df = normalise(summary)
     env = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in environment(df))
     alerts = [f for f in items if f.alert]
     items = [f for f in items if not f.alert]
@@ -280,7 +281,7 @@ def html_report(summary, items, figure_paths, config_text) -> str:
         '<h2 id="method">Method</h2><ul>' + "".join(f"<li>{_inline_code(m)}</li>" for m in method(df)) + "</ul>",
         '<h2 id="findings">Findings</h2>' + _html_findings(items),
         '<h2 id="figures">Figures</h2>' + _html_figures(figure_paths),
-        '<h2 id="tables">Tables</h2>' + tables.to_html_fragment(tables.tidy_table(df), heading_level=3),
+        '<h2 id="tables">Tables</h2>' + tables.to_html_fragment(tidy_table(df), heading_level=3),
     ]
     if config_text is not None:
         body.append(f"<h2>Resolved configuration</h2><pre>{html.escape(config_text)}</pre>")

@@ -1,5 +1,8 @@
 """Result tables from a summary: a tidy CSV for machines, Markdown and HTML for people.
 
+The cells, their derived columns and the best of each batch come from the summary model
+(inferbench.reporting.summary); this module formats them and lays them out.
+
 Every cell of the sweep appears, ok or not: a skipped, oom or failed cell is shown
 with its reason, because "TensorRT could not run here" is itself a result. In Markdown
 and HTML, a row whose every cell was skipped for one reason (every cuda row on a machine
@@ -12,149 +15,16 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from inferbench.errors import UserError
-from inferbench.records import schema
-
-BASELINE = {"backend": "pytorch", "precision": "fp32"}
-SPEEDUP_COLUMN = "speedup_vs_pytorch_fp32"
-
-# Display order; names not listed sort after these, alphabetically.
-BACKEND_ORDER = ["pytorch", "torchscript", "onnxruntime", "torch_compile", "torch_tensorrt"]
-PRECISION_ORDER = ["fp32", "fp16", "bf16"]
-DEVICE_ORDER = ["cuda", "cpu"]
-IO_ORDER = ["device", "host"]
-
-# A batch is only compared with cells that measured the same thing: same model,
-# resolution, device and io mode ("host" io includes copies that "device" io does not).
-COMPARABLE = ["model", "resolution", "device", "io", "batch_size"]
-
-TIDY_COLUMNS = [
-    "model", "resolution", "device", "io", "backend", "precision", "batch_size", "series",
-    "status", "reason", "throughput_ips", "ips_spread_pct", "latency_ms_median", "latency_ms_p99", "latency_cv",
-    "memory_peak_mb", "memory_source", "energy_j_per_image", "gpu_busy_pct", "max_abs_err", "top1_agreement",
-    SPEEDUP_COLUMN, "best_in_batch", "export_s", "load_s", "compile_s", "first_run_ms",
-]
+from inferbench.reporting.summary import NOT_OK_STATUSES, SPEEDUP_COLUMN, tidy_table
 
 MEMORY_NOTE = "peak memory: process GPU memory (NVML) for cuda cells, peak host RSS for cpu cells"
 SPEEDUP_NOTE = "speedup: throughput over the pytorch fp32 cell of the same device, io and batch size"
 SPREAD_NOTE = ("throughput: the median of the cell's timed rounds; rounds spread: how far apart they were "
                "(fastest over slowest, minus 1): two cells closer than that are not told apart")
 BEST_MARK = "★"
-
-
-# ---------------------------------------------------------------- reading
-
-
-def read_summary(path) -> pd.DataFrame:
-    """The summary Parquet file, checked for the columns every reader needs."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"summary not found: {path} (run `inferbench aggregate` first, or pass --summary)")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a bad file
-        raise UserError(f"cannot read {path} as Parquet: {exc}") from exc
-    missing = [c for c in schema.CELL_KEY + ["status", "reason", "throughput_ips"] if c not in df.columns]
-    if missing:
-        raise UserError(f"{path} is not an inferbench summary: missing columns {', '.join(missing)}")
-    return normalise(df)
-
-
-def normalise(df: pd.DataFrame) -> pd.DataFrame:
-    """Fill columns later schema versions may lack, and make empty reasons empty strings."""
-    df = df.copy()
-    for name in schema.COLUMN_NAMES:
-        if name not in df.columns:
-            df[name] = None
-    df["reason"] = df["reason"].fillna("").astype(str)
-    df["io"] = df["io"].fillna("device").astype(str)
-    return df
-
-
-# ---------------------------------------------------------------- labels and order
-
-
-def _rank(values: pd.Series, order: list[str]) -> pd.Series:
-    known = {name: i for i, name in enumerate(order)}
-    return values.map(lambda v: (known.get(v, len(order)), str(v)))
-
-
-def sort_cells(df: pd.DataFrame) -> pd.DataFrame:
-    """Cells in reading order: model, resolution, device, io, backend, precision, batch size."""
-    keys = pd.DataFrame({
-        "m": df["model"].astype(str),
-        "r": df["resolution"],
-        "d": _rank(df["device"], DEVICE_ORDER),
-        "i": _rank(df["io"], IO_ORDER),
-        "b": _rank(df["backend"], BACKEND_ORDER),
-        "p": _rank(df["precision"], PRECISION_ORDER),
-        "n": df["batch_size"],
-    }, index=df.index)
-    return df.loc[keys.sort_values(list(keys.columns)).index]
-
-
-def series_parts(df: pd.DataFrame) -> list[str]:
-    """The columns that name a line/row: io and model only when they vary, so labels stay short."""
-    parts = ["backend", "precision", "device"]
-    if df["io"].nunique() > 1:
-        parts.append("io")
-    if df["model"].nunique() > 1:
-        parts.insert(0, "model")
-    return parts
-
-
-def with_series(df: pd.DataFrame) -> pd.DataFrame:
-    """Adds `series`, e.g. "onnxruntime·fp16·cuda" (plus "·host" when both io modes exist)."""
-    df = df.copy()
-    parts = series_parts(df)
-    df["series"] = df[parts].astype(str).agg("·".join, axis=1) if len(df) else pd.Series(dtype=str)
-    return df
-
-
-# ---------------------------------------------------------------- derived columns
-
-
-def with_memory(df: pd.DataFrame) -> pd.DataFrame:
-    """One peak-memory column: NVML GPU memory for cuda cells, host RSS for cpu cells."""
-    df = df.copy()
-    on_gpu = df["device"] != "cpu"
-    df["memory_peak_mb"] = df["gpu_mem_peak_mb"].where(on_gpu, df["host_rss_peak_mb"]).astype(float)
-    df["memory_source"] = on_gpu.map({True: "gpu", False: "host_rss"})
-    return df
-
-
-def with_speedup(df: pd.DataFrame) -> pd.DataFrame:
-    """Throughput over the pytorch fp32 cell with the same model, resolution, device, io and batch."""
-    base = df[(df["backend"] == BASELINE["backend"]) & (df["precision"] == BASELINE["precision"])
-              & (df["status"] == "ok")]
-    base = base[COMPARABLE + ["throughput_ips"]].rename(columns={"throughput_ips": "_base_ips"})
-    base = base.drop_duplicates(COMPARABLE)
-    out = df.merge(base, on=COMPARABLE, how="left")
-    out.index = df.index
-    ok = out["status"] == "ok"
-    out[SPEEDUP_COLUMN] = (out["throughput_ips"] / out["_base_ips"]).where(ok)
-    return out.drop(columns="_base_ips")
-
-
-def with_best(df: pd.DataFrame) -> pd.DataFrame:
-    """Marks the highest-throughput ok cell of each comparable batch (per device and io)."""
-    df = df.copy()
-    ok = df[df["status"] == "ok"]
-    best_index = ok.groupby(COMPARABLE, dropna=False)["throughput_ips"].idxmax().dropna()
-    df["best_in_batch"] = df.index.isin(best_index)
-    return df
-
-
-def tidy_table(summary: pd.DataFrame, resolution: int | None = None) -> pd.DataFrame:
-    """The long table: one row per cell, the columns people compare, in reading order."""
-    df = summary if resolution is None else summary[summary["resolution"] == resolution]
-    if df.empty:
-        have = sorted(int(r) for r in summary["resolution"].dropna().unique())
-        raise UserError(f"no cells at resolution {resolution}; the summary has {have}")
-    df = with_best(with_speedup(with_memory(with_series(df.reset_index(drop=True)))))
-    return sort_cells(df)[TIDY_COLUMNS].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- number formatting
@@ -248,7 +118,12 @@ def overview_frame(tidy: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
         text = f"{fmt_sig(row['throughput_ips'])} ({fmt_speedup(row[SPEEDUP_COLUMN]) or 'no baseline'})"
         return f"{BEST_MARK} {text}" if row["best_in_batch"] else text
 
-    view = tidy.assign(_cell=tidy.apply(cell, axis=1) if len(tidy) else [])
+    return by_batch(tidy, tidy.apply(cell, axis=1) if len(tidy) else [])
+
+
+def by_batch(tidy: pd.DataFrame, values) -> pd.DataFrame:
+    """One value per cell laid out as the overview: rows series, columns batch sizes."""
+    view = tidy.assign(_cell=values)
     order = list(dict.fromkeys(view["series"]))
     table = view.pivot_table(index="series", columns="batch_size", values="_cell", aggfunc="first")
     table = table.reindex(order).fillna("")
@@ -273,17 +148,19 @@ DETAIL_HEADERS = {
 }
 
 
+DETAIL_FORMATS = {
+    "throughput_ips": fmt_sig, "ips_spread_pct": fmt_spread, "latency_ms_median": fmt_sig, "latency_ms_p99": fmt_sig,
+    "memory_peak_mb": fmt_mb, "energy_j_per_image": fmt_sig, "gpu_busy_pct": fmt_mb, "max_abs_err": fmt_sci,
+    "top1_agreement": fmt_pct, SPEEDUP_COLUMN: fmt_speedup,
+}
+
+
 def details_frame(tidy: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
     """Every metric of the cells of one batch size, formatted for reading."""
-    formats = {
-        "throughput_ips": fmt_sig, "ips_spread_pct": fmt_spread, "latency_ms_median": fmt_sig, "latency_ms_p99": fmt_sig,
-        "memory_peak_mb": fmt_mb, "energy_j_per_image": fmt_sig, "gpu_busy_pct": fmt_mb, "max_abs_err": fmt_sci,
-        "top1_agreement": fmt_pct, SPEEDUP_COLUMN: fmt_speedup,
-    }
     out = pd.DataFrame(index=tidy.index)
     out["series"] = [f"{BEST_MARK} {s}" if b else s for s, b in zip(tidy["series"], tidy["best_in_batch"])]
     out["status"] = [("ok" if r["status"] == "ok" else status_text(r, keys)) for _, r in tidy.iterrows()]
-    for col, fmt in formats.items():
+    for col, fmt in DETAIL_FORMATS.items():
         out[col] = tidy[col].map(fmt)
     return out.rename(columns=DETAIL_HEADERS)
 
@@ -365,25 +242,50 @@ ul.notrun { font-size: 13px; color: #666; margin-top: -0.6em; }
 """
 
 
+def cell_classes(tidy: pd.DataFrame) -> pd.Series:
+    """Each cell's CSS class, from its data: "best" for the best of its batch, "notok" for a cell
+    that did not run."""
+    best = tidy["best_in_batch"].astype(bool)
+    not_ok = tidy["status"].isin(NOT_OK_STATUSES)
+    return pd.Series(np.select([best, not_ok], ["best", "notok"], ""), index=tidy.index, dtype=object)
+
+
+def overview_classes(tidy: pd.DataFrame) -> pd.DataFrame:
+    """The CSS classes of overview_frame's cells."""
+    return by_batch(tidy, cell_classes(tidy) if len(tidy) else [])
+
+
+def details_classes(tidy: pd.DataFrame) -> pd.DataFrame:
+    """The CSS classes of details_frame's cells: only the status column shows one."""
+    classes = pd.DataFrame("", index=tidy.index, columns=["series", "status", *DETAIL_FORMATS])
+    classes["status"] = np.where(tidy["status"].isin(NOT_OK_STATUSES), "notok", "")
+    return classes.rename(columns=DETAIL_HEADERS)
+
+
 def as_text(frame: pd.DataFrame) -> pd.DataFrame:
     """Every cell as a string, a missing one as "" (pandas 3's astype(str) keeps NaN as NaN)."""
     return frame.astype(object).where(frame.notna(), "").astype(str)
 
 
-def html_table(frame: pd.DataFrame, best_mask=None, index_label: str | None = None) -> str:
-    """A plain HTML table; cells starting with the best mark or a non-ok status get a class."""
-    frame = frame.reset_index() if index_label else frame
+def html_table(frame: pd.DataFrame, classes: pd.DataFrame | None = None, index_label: str | None = None) -> str:
+    """A plain HTML table, its first column a label. classes: each cell's CSS class (same index and
+    columns as frame), decided from the data the cell shows; without them, a cell whose value is a
+    status other than ok is "notok" (a finding's table holds raw values, statuses among them)."""
+    if classes is None:
+        css_rows = frame.map(lambda v: "notok" if isinstance(v, str) and v in NOT_OK_STATUSES else "")
+        css_rows = css_rows.to_numpy(dtype=object)
+    else:
+        css_rows = classes.reindex(index=frame.index, columns=frame.columns).fillna("").to_numpy(dtype=object)
+    if index_label:
+        frame = frame.reset_index()
+        css_rows = np.column_stack([np.full(len(css_rows), "", dtype=object), css_rows])
     head = "".join(f'<th class="{"label" if i == 0 else ""}">{html.escape(str(c))}</th>'
                    for i, c in enumerate(frame.columns))
     body = []
-    for row in as_text(frame).itertuples(index=False):
+    for row, row_css in zip(as_text(frame).itertuples(index=False), css_rows):
         cells = []
-        for i, value in enumerate(row):
-            css = "label" if i == 0 else ""
-            if value.startswith(BEST_MARK) and i > 0:
-                css = "best"
-            elif value.split(" [")[0] in ("skipped", "oom", "error"):
-                css = "notok"
+        for i, (value, css) in enumerate(zip(row, row_css)):
+            css = css or ("label" if i == 0 else "")
             cells.append(f'<td class="{css}">{html.escape(value)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="ib"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
@@ -396,7 +298,8 @@ def to_html_fragment(tidy: pd.DataFrame, heading_level: int = 2) -> str:
     parts = []
     for title, shown, collapsed in _groups(tidy):
         parts.append(f"<{h}>Throughput (images/s) at {html.escape(title)}</{h}>")
-        parts.append(html_table(overview_frame(shown, keys), index_label="series") if len(shown)
+        parts.append(html_table(overview_frame(shown, keys), overview_classes(shown), index_label="series")
+                     if len(shown)
                      else f"<p>{NOTHING_RAN}</p>")
         if collapsed:
             parts.append('<ul class="notrun">' + "".join(f"<li>{html.escape(line)}</li>"
@@ -408,7 +311,7 @@ def to_html_fragment(tidy: pd.DataFrame, heading_level: int = 2) -> str:
         parts.append(f"<details><summary>Details at {html.escape(title)}</summary>")
         for batch, cells in shown.groupby("batch_size", sort=True):
             parts.append(f"<{hd}>Batch size {int(batch)}</{hd}>")
-            parts.append(html_table(details_frame(cells, keys)))
+            parts.append(html_table(details_frame(cells, keys), details_classes(cells)))
         parts.append("</details>")
     return "\n".join(parts)
 
