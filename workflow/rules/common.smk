@@ -100,6 +100,29 @@ def all_cores():
         return 1
 
 
+def gpu_tokens():
+    """The `gpu` tokens this run was given (--resources gpu=K): how many GPU cells run at once."""
+    try:
+        value = workflow.global_resources.get("gpu")
+        return int(getattr(value, "value", value) or 0)
+    except Exception:
+        return 0
+
+
+# The harness check measures on as many GPUs as the run has tokens (environment: reruns nothing).
+os.environ["INFERBENCH_GPU_TOKENS"] = str(max(1, gpu_tokens()))
+
+# With K GPU cells at once, Inductor's compile workers of one cell share the host with the other
+# K-1 cells (timed or compiling): each compilation gets its share of the cores, not all of them
+# (by default it starts one worker per core). With one GPU nothing runs beside a compilation, and
+# all cores shorten it. Set in the environment (not a parameter): the GPU count reruns nothing.
+if gpu_tokens() > 1 and "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
+    try:
+        os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = str(max(1, workflow.cores // gpu_tokens()))
+    except Exception:  # a dry run without --cores
+        pass
+
+
 # Source files whose change must rerun a job. The `code` trigger does not see imported modules,
 # so they are listed as inputs.
 CORE_MEASUREMENT_CODE = [str(PKG / f) for f in (
@@ -175,9 +198,23 @@ def will_skip(cell):
     return known_skip(cell, config["backends"].get(cell.backend), cuda_visible, libraries=how["libraries"])
 
 
+EXPORTS_RECORD = f"{RESULTS}/exports.json"
+
+
+def loaded_manifests():
+    """The export manifests some cell will load (those left out for a known skip are not made)."""
+    return sorted({CELL_ARTIFACT[c] for c in CELLS if c in CELL_ARTIFACT and not will_skip(c)})
+
+
+def export_threads():
+    """Cores per export: a quarter of the run's, so that about four run at once."""
+    return max(1, all_cores() // 4)
+
+
 def cell_inputs(wc):
     cell = cell_of(wc)
-    inputs = {"code": CORE_MEASUREMENT_CODE + backend_code(cell.backend)}
+    # exports.json: after every export (see rule exports_done), ancient so that it reruns nothing
+    inputs = {"code": CORE_MEASUREMENT_CODE + backend_code(cell.backend), "exports": ancient(EXPORTS_RECORD)}
     if cell in CELL_ARTIFACT and not will_skip(cell):
         inputs["artifact"] = CELL_ARTIFACT[cell]
     return inputs

@@ -19,6 +19,8 @@ def add_arguments(p):
     p.add_argument("--lock-dir", default="results/.locks", help="where GPU claim locks live")
     p.add_argument("--reference-cache", default="",
                    help="folder where cells share the fp32 reference logits of their inputs (default: none)")
+    p.add_argument("--compile-cache", default="",
+                   help="folder for torch.compile's on-disk caches (default: the system's temporary folder)")
     p.add_argument("--worker", action="store_true", help=argparse_hidden())
     # set by the job for its worker: when the job's process started (Unix time), its GPU wait
     p.add_argument("--job-started-at", type=float, default=None, help=argparse_hidden())
@@ -116,6 +118,10 @@ def run_isolated(args, spec, started_at: float) -> int:
     argv = ["cell", "--worker", "--spec", args.spec, "--artifact", args.artifact, "--out", tmp,
             "--reference-cache", args.reference_cache, "--job-started-at", repr(started_at)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if args.compile_cache:
+        from inferbench.backends.torch_compile import cache_env
+
+        env.update(cache_env(args.compile_cache))
     gpu_wait_s = None
     if spec.cell.device == "cuda":
         # Own one GPU for the whole cell: never two timed cells on one device.
