@@ -52,6 +52,12 @@ def test_no_gpu_no_cuda_exports_and_cells_still_record_why(tmp_path):
     # one ONNX file serves both resolutions
     assert exports == ["onnxruntime/precision-fp32_opset-17",
                        "torchscript/device-cpu_precision-fp32_layout-nchw"], dry.stdout[-3000:]
+    # every export before every cell: each cell job waits for exports.json, which waits for both
+    jobs = dry.stdout.split("rule ")
+    record = [j for j in jobs if j.startswith("exports_done:")]
+    assert len(record) == 1 and all(f"artifacts/resnet18/{e}.json" in record[0] for e in exports)
+    cells = [j for j in jobs if j.startswith("benchmark_cell:")]
+    assert len(cells) == 52 and all("results/exports.json" in j.split("output:")[0] for j in cells)
 
     # a cuda cell whose artifact was left out: its job runs and says why, in milliseconds
     shard = "results/shards/resnet18/onnxruntime/cuda/fp16/r32_b2.parquet"
@@ -59,4 +65,7 @@ def test_no_gpu_no_cuda_exports_and_cells_still_record_why(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     rows = pq.read_table(tmp_path / shard).to_pylist()
     assert rows and {(r["status"], r["reason"]) for r in rows} == {("skipped", NO_CUDA)}
-    assert not (tmp_path / "results" / "artifacts").exists(), "nothing exported for it"
+    # nothing exported for it: only the sweep's own exports, which every cell waits for
+    made = sorted(str(p.relative_to(tmp_path / "results" / "artifacts" / "resnet18"))[:-5]
+                  for p in (tmp_path / "results" / "artifacts").rglob("*.json"))
+    assert made == exports
