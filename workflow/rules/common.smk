@@ -110,15 +110,15 @@ def gpu_tokens():
 
 
 # The harness check measures on as many GPUs as the run has tokens (environment: reruns nothing).
-os.environ["INFERBENCH_GPU_TOKENS"] = str(max(1, gpu_tokens()))
+os.environ.update(INFERBENCH_GPU_TOKENS=str(max(1, gpu_tokens())))
 
 # With K GPU cells at once, Inductor's compile workers of one cell share the host with the other
 # K-1 cells (timed or compiling): each compilation gets its share of the cores, not all of them
 # (by default it starts one worker per core). With one GPU nothing runs beside a compilation, and
 # all cores shorten it. Set in the environment (not a parameter): the GPU count reruns nothing.
-if gpu_tokens() > 1 and "TORCHINDUCTOR_COMPILE_THREADS" not in os.environ:
+if gpu_tokens() > 1:
     try:
-        os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = str(max(1, workflow.cores // gpu_tokens()))
+        os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(max(1, workflow.cores // gpu_tokens())))
     except Exception:  # a dry run without --cores
         pass
 
