@@ -206,15 +206,9 @@ def loaded_manifests():
     return sorted({CELL_ARTIFACT[c] for c in CELLS if c in CELL_ARTIFACT and not will_skip(c)})
 
 
-def export_threads():
-    """Cores per export: a quarter of the run's, so that about four run at once."""
-    return max(1, all_cores() // 4)
-
-
 def cell_inputs(wc):
     cell = cell_of(wc)
-    # exports.json: after every export (see rule exports_done), ancient so that it reruns nothing
-    inputs = {"code": CORE_MEASUREMENT_CODE + backend_code(cell.backend), "exports": ancient(EXPORTS_RECORD)}
+    inputs = {"code": CORE_MEASUREMENT_CODE + backend_code(cell.backend)}
     if cell in CELL_ARTIFACT and not will_skip(cell):
         inputs["artifact"] = CELL_ARTIFACT[cell]
     return inputs

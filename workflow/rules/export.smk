@@ -14,10 +14,13 @@ rule export_artifact:
         f"{RESULTS}/logs/export/{{model}}/{{backend}}/{{variant}}.log",
     container:
         config["container"]
-    # Exports run several at once, all before the first cell (every cell waits for exports.json
-    # below), so never beside a timed cell. One built on a GPU (TorchScript on cuda, TensorRT
-    # engines) takes a GPU token and claims that GPU (a TensorRT build times its kernels there).
-    threads: lambda wc: export_threads()
+    # Every export before the first cell, several at once, none beside a timed cell. They are all
+    # ready when the run starts and come first (priority); each needs no more than any cell (one
+    # core; one built on a GPU, a GPU token too, and it claims that GPU, since a TensorRT build
+    # times its kernels there), so no cell is started while an export waits. A cell that starts
+    # while the last exports still run waits for them (inferbench.devices.ExportsRunning).
+    priority: 100
+    threads: 1
     resources:
         gpu=lambda wc: 1 if export_device(wc) == "cuda" else 0,
     shell:
@@ -28,9 +31,9 @@ localrules:
     exports_done,
 
 
-# The exports' record. Every cell takes it as an `ancient` input: the cells wait for every export
-# (none runs between two timed cells), yet a cell is not rerun because an export it does not load
-# was made again (Snakemake does not pass an ancient input's update on to the jobs that use it).
+# The exports' record (status, start, wall time of each), for the sweep's clock in the report. No
+# cell depends on it: a shared input would make a cell rerun when an export it does not load is
+# made again.
 rule exports_done:
     conda:
         CONDA_ENV

@@ -111,9 +111,13 @@ def run_isolated(args, spec, started_at: float) -> int:
     """Run the cell in a worker process, which writes the whole shard (this job's times
     included, see job_times); this process only writes one when the worker could not.
     It imports no Parquet library on that path: ~0.5 s of every job on a 2-core VM."""
-    from inferbench.devices import GpuClaim
+    from inferbench.devices import ExportsRunning, GpuClaim
     from inferbench.isolation import run_inferbench
 
+    # never beside an export (the workflow starts every export first; the last may still run)
+    exports_wait_s = ExportsRunning.wait(args.lock_dir)
+    if exports_wait_s > 0.05:
+        print(f"[inferbench cell] waited {exports_wait_s:.1f} s for the exports", file=sys.stderr, flush=True)
     tmp = f"{args.out}.worker"
     argv = ["cell", "--worker", "--spec", args.spec, "--artifact", args.artifact, "--out", tmp,
             "--reference-cache", args.reference_cache, "--job-started-at", repr(started_at)]
@@ -127,7 +131,7 @@ def run_isolated(args, spec, started_at: float) -> int:
         # Own one GPU for the whole cell: never two timed cells on one device.
         waiting = time.perf_counter()
         with GpuClaim(args.lock_dir) as claim:
-            gpu_wait_s = time.perf_counter() - waiting
+            gpu_wait_s = time.perf_counter() - waiting + exports_wait_s
             argv += ["--gpu-wait-s", repr(gpu_wait_s)]
             env["CUDA_VISIBLE_DEVICES"] = claim.gpu
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's numbering = NVML's, for telemetry

@@ -80,13 +80,14 @@ def run_isolated(args, manifest: dict, spec, started_at: float) -> int:
     import contextlib
 
     from inferbench.backends.base import Skip
-    from inferbench.devices import GpuClaim
+    from inferbench.devices import ExportsRunning, GpuClaim
     from inferbench.isolation import run_inferbench, stopped_from_outside
 
     argv = ["export", "--worker", "--spec", args.spec, "--out", args.out, "--job-started-at", repr(started_at)]
     lock_dir = str(Path(args.out).parents[3] / ".locks")  # results/artifacts/MODEL/BACKEND/x.json
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with contextlib.ExitStack() as stack:
+        stack.enter_context(ExportsRunning(lock_dir))  # no cell starts while an export runs
         if spec.device == "cuda":
             # Exports run several at once (never beside a timed cell): one built on a GPU has that
             # GPU to itself, as a cell does, since a TensorRT build times its candidate kernels.

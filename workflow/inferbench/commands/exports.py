@@ -1,10 +1,5 @@
-"""Gather the sweep's export manifests into one record, written once every export is done.
-
-Every cell waits for this file (an `ancient` input in the workflow: it orders the cells after the
-exports without making a cell rerun when an export it does not load is made again), so the
-exports all run first, several at once, and never between two timed cells. The report reads the
-exports' start and wall times from it for the sweep's clock.
-"""
+"""Gather the sweep's export manifests into one record, written once every export is done: the
+report reads each export's start and wall time from it for the sweep's clock."""
 
 from __future__ import annotations
 
