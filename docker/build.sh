@@ -59,7 +59,7 @@ Push to a registry afterwards (see the header of this script for details):
 
 Example:
   docker/build.sh                       # inferbench:<IMAGE_VERSION> + images/inferbench_<IMAGE_VERSION>.sif
-  docker/build.sh --sif-dir /data/images myregistry.example.org/ml/inferbench:0.1.0-ngc26.02
+  docker/build.sh --sif-dir /data/images myregistry.example.org/ml/inferbench:0.2.0-ngc26.04
 EOF
 }
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from inferbench import config as cfgmod
+from inferbench.sweep import config as cfgmod
 from sweep import TINY, make_checkout, snakemake, stop_forkservers
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from inferbench import schema
+from inferbench.records import schema
 
 MODEL = "resnet50"
 BACKENDS = ("pytorch", "torchscript", "onnxruntime", "torch_tensorrt", "torch_compile")
@@ -40,7 +40,7 @@ ERROR_REASON = "InductorError: bf16 convolution lowering failed (synthetic)"
 
 def _stats_from_latencies(lat_ms: np.ndarray, batch_size: int, rounds: int = 3) -> dict:
     """The timing columns a real cell derives from its iterations, timed in `rounds` rounds."""
-    from inferbench.stats import summarize
+    from inferbench.measure.stats import summarize
 
     lat = [float(x) for x in lat_ms]
     cuts = np.array_split(np.arange(len(lat)), rounds)

@@ -6,7 +6,8 @@ import tarfile
 
 import pytest
 
-from inferbench import archive, cli
+from inferbench import cli
+from inferbench.records import archive
 from synthetic import synthetic_summary, write_summary
 
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-from inferbench import archive, cli, compare
+from inferbench import cli
+from inferbench.records import archive
+from inferbench.reporting import compare
 from synthetic import slowed, synthetic_summary, write_summary
 
 

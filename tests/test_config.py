@@ -1,4 +1,4 @@
-"""Config validation (inferbench.config): the reference config, defaults, and bad configs.
+"""Config validation (inferbench.sweep.config): the reference config, defaults, and bad configs.
 
 Every bad config must give ONE UserError naming the key and what is allowed, in-process,
 through `inferbench validate` and through `snakemake -n` (no job runs, no traceback).
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inferbench import config as cfgmod
 from inferbench.errors import UserError
+from inferbench.sweep import config as cfgmod
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "config.yaml"
@@ -101,7 +101,7 @@ def test_defaults_are_filled():
     assert c["results_dir"] == "results"
     assert c["weights"] is None and c["seed"] == 0
     assert c["per_device"] == {} and c["cell_timeout_s"] == 1800
-    assert c["run_id"] is None and c["container"] == "images/inferbench_0.1.0-ngc26.02.sif"  # docker/build.sh's
+    assert c["run_id"] is None and c["container"] == "images/inferbench_0.2.0-ngc26.04.sif"  # docker/build.sh's
     # a partial measurement block keeps its values and gets the rest
     raw["measurement"] = {"min_iters": 3}
     m = cfgmod.load_config(raw)["measurement"]

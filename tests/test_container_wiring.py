@@ -92,7 +92,7 @@ def base_env(path_prefix: list[Path]) -> dict:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("INFERBENCH_", "APPTAINER", "SINGULARITY", "SNAKEMAKE_"))
            and k not in ("PYTHONPATH", "FAKE_APPTAINER_LOG")}
-    # No fork server (inferbench.forkserver): it would outlive the test by its idle time, and it
+    # No fork server (inferbench.process.forkserver): it would outlive the test by its idle time, and it
     # is not what this test is about.
     env["INFERBENCH_FORKSERVER"] = "0"
     python_bin = Path(sys.executable).parent  # snakemake and inferbench of this environment

@@ -3,8 +3,8 @@
 import pytest
 
 from inferbench.commands.crosscheck import backend_options
-from inferbench.config import load_config
 from inferbench.errors import UserError
+from inferbench.sweep.config import load_config
 
 
 def test_set_overrides_one_option_and_keeps_the_rest():

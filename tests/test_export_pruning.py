@@ -14,9 +14,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from inferbench.config import Cell
-from inferbench.devices import NO_CUDA, cuda_device_count
-from inferbench.spec import known_skip
+from inferbench.process.devices import NO_CUDA, cuda_device_count
+from inferbench.sweep.config import Cell
+from inferbench.sweep.spec import known_skip
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"

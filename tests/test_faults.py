@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inferbench import archive, cli, isolation, oomwatch
-from inferbench.config import Cell, load_config
-from inferbench.spec import cell_spec_for
+from inferbench import cli
+from inferbench.process import isolation, oomwatch
+from inferbench.records import archive
+from inferbench.sweep.config import Cell, load_config
+from inferbench.sweep.spec import cell_spec_for
 from synthetic import synthetic_summary, write_summary
 from test_measurement import _children_of as _children  # one reading of /proc children for the tests
 
@@ -244,11 +246,11 @@ def test_a_cell_only_in_the_old_run_is_missing_and_fails_the_gate(tmp_path, caps
 def test_the_results_folder_lock_names_its_holder_and_dies_with_it(tmp_path):
     """A process that holds the folder, another that asks for it; then `kill -9` of the holder
     frees it (the kernel releases the lock: nothing stale to clean up)."""
-    from inferbench import runlock
     from inferbench.errors import UserError
+    from inferbench.sweep import runlock
 
     results = tmp_path / "results"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from inferbench import runlock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from inferbench.sweep import runlock; "
                                f"f = runlock.hold({str(results)!r}); print('held', flush=True); time.sleep(120)"],
                               cwd=tmp_path, stdout=subprocess.PIPE, text=True)
     try:

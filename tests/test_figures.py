@@ -3,7 +3,8 @@
 import pytest
 from matplotlib import image as mpimg
 
-from inferbench import cli, figures
+from inferbench import cli
+from inferbench.reporting import figures
 from synthetic import synthetic_summary, write_summary
 
 EXPECTED = ["224.png", "384.png", "latency_224.png", "latency_384.png", "gpu_memory_224.png",

@@ -13,9 +13,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from inferbench import config as cfgmod
-from inferbench import spec as specmod
-from inferbench.schema import SHARD_SCHEMA
+from inferbench.records.schema import SHARD_SCHEMA
+from inferbench.sweep import config as cfgmod
+from inferbench.sweep import spec as specmod
 
 torch = pytest.importorskip("torch")
 
@@ -95,3 +95,41 @@ def test_one_cuda_cell(backend, config, tmp_path):
         assert r["max_abs_err"] is not None and r["reference_device"] == "cuda"
     # copying the batch in and the output out costs something
     assert rows["host"]["latency_ms_median"] >= 0.5 * rows["device"]["latency_ms_median"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_torch_tensorrt_one_engine_serves_every_batch_size(precision, tmp_path):
+    """One engine per resolution and precision, exported once, then loaded by a fresh process
+    per batch size: each of them runs, with the precision the cell names and TF32 off in fp32."""
+    missing = _missing_library("torch_tensorrt")
+    if missing:
+        pytest.skip(missing)
+    config = cfgmod.load_config({
+        "model": "resnet18", "resolutions": [64], "batch_sizes": [4, 6, 8], "precisions": [precision],
+        "devices": ["cuda"], "backends": {"torch_tensorrt": {"opt_batch": 6}},
+        "measurement": {"warmup_iters": 3, "warmup_min_s": 0, "min_iters": 10, "min_time_s": 0.3, "max_time_s": 20},
+        "cell_timeout_s": 900,
+    })
+    cells = cfgmod.cells(config)
+    assert [c.batch_size for c in cells] == [4, 6, 8]
+    key = specmod.artifact_key_for(config, cells[0])
+    assert all(specmod.artifact_key_for(config, c) == key for c in cells), "one artifact for every batch size"
+    results = tmp_path / "results"
+    manifest = results / "artifacts" / "resnet18" / "torch_tensorrt" / f"{specmod.variant_name(key)}.json"
+    _inferbench("export", "--spec", specmod.export_spec_for(config, "torch_tensorrt", key).to_json(),
+                "--out", str(manifest))
+    m = json.loads(manifest.read_text())
+    assert m["status"] == "ok", m
+    assert m["facts"]["batch_range"] == [4, 6, 8] and m["facts"]["batch_sizes_checked"] == [4, 6, 8]
+    want_dtype = {"fp32": "float32", "fp16": "float16"}[precision]
+    for c in cells:
+        out = results / "shards" / "resnet18" / "torch_tensorrt" / "cuda" / precision / f"r64_b{c.batch_size}.parquet"
+        proc = _inferbench("cell", "--spec", specmod.cell_spec_for(config, c).to_json(), "--artifact", str(manifest),
+                           "--out", str(out), "--lock-dir", str(results / ".locks"))
+        log = (proc.stdout + proc.stderr)[-4000:]
+        for r in pq.read_table(out).to_pylist():
+            assert r["status"] == "ok", f"batch {c.batch_size} {r['io']}: {r['reason']}\n{log}"
+            assert r["top1_agreement"] is not None and r["top1_agreement"] >= 0.5
+            engine = json.loads(r["backend_options"])["engine"]
+            assert engine["trt_engines"] >= 1 and engine["output_dtype"] == want_dtype, engine
+            assert engine["disable_tf32"] == [True], engine

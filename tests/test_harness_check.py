@@ -7,7 +7,8 @@ import sys
 import pandas as pd
 import pytest
 
-from inferbench import findings, harnesscheck
+from inferbench.reporting import findings
+from inferbench.selfcheck import harnesscheck
 
 
 def _row(backend, precision, device, res, batch, busy=None, ips=1000.0, status="ok", io="device"):
@@ -59,7 +60,7 @@ def test_the_bare_loop_measures_a_real_cpu_cell_in_a_fresh_process():
     spec = {"model": "resnet18", "seed": 0, "backend": "pytorch", "precision": "fp32", "device": "cpu",
             "resolution": 32, "batch_size": 2, "options": {}, "artifact": None, "threads": 1,
             "warmup_s": 0.05, "timed_s": 0.2}
-    proc = subprocess.run([sys.executable, "-m", "inferbench.bareloop", "--spec", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "inferbench.selfcheck.bareloop", "--spec", json.dumps(spec)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -69,7 +70,7 @@ def test_the_bare_loop_measures_a_real_cpu_cell_in_a_fresh_process():
 
 
 def test_the_report_puts_a_failed_check_before_everything_else(tmp_path):
-    from inferbench import report
+    from inferbench.reporting import report
 
     check = pd.DataFrame([{"backend": "pytorch", "precision": "fp16", "resolution": 224, "batch_size": 64,
                            "io": "device", "harness_ips": 24612.0, "bare_ips": 39300.0, "ratio": 24612 / 39300,

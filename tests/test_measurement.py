@@ -20,10 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from inferbench import __version__, devices, forkserver, isolation, shard, stats, timing
+from inferbench import __version__
 from inferbench.backends.base import Skip
-from inferbench.schema import COLUMN_NAMES, SHARD_SCHEMA
-from inferbench.telemetry import gpu
+from inferbench.measure import stats, timing
+from inferbench.measure.telemetry import gpu
+from inferbench.process import devices, forkserver, isolation
+from inferbench.records import shard
+from inferbench.records.schema import COLUMN_NAMES, SHARD_SCHEMA
 
 # ------------------------------------------------------------------ stats
 
@@ -411,7 +414,7 @@ def test_a_waiting_claim_gets_the_gpu_when_it_is_released(tmp_path, monkeypatch)
 
 def test_a_claim_is_released_when_its_holder_is_killed(tmp_path):
     locks = tmp_path / "locks"
-    code = ("import sys, time\nfrom inferbench.devices import GpuClaim\n"
+    code = ("import sys, time\nfrom inferbench.process.devices import GpuClaim\n"
             f"c = GpuClaim({str(locks)!r}).__enter__()\nprint('claimed', c.gpu, flush=True)\ntime.sleep(120)\n")
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="0")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
@@ -644,7 +647,7 @@ def test_a_hanging_warm_request_is_killed_at_the_timeout(tmp_path, server_locks,
 
 def test_cells_in_a_warm_worker_record_it_and_their_own_peaks(tmp_path, server_locks, monkeypatch):
     """A real (CPU) cell, twice in one warm worker: both measured, the second knows it came second."""
-    from inferbench import config as configmod, spec as specmod
+    from inferbench.sweep import config as configmod, spec as specmod
 
     monkeypatch.setenv("INFERBENCH_FORKSERVER", "1")
     config = configmod.load_config(Path(__file__).parent / "configs" / "tiny.yaml")
@@ -664,7 +667,7 @@ def test_cells_in_a_warm_worker_record_it_and_their_own_peaks(tmp_path, server_l
 
 
 def test_the_warm_worker_is_only_for_gpu_cells_and_the_default_keeps_specs_unchanged():
-    from inferbench import config as configmod, spec as specmod
+    from inferbench.sweep import config as configmod, spec as specmod
 
     config = configmod.load_config(Path(__file__).parent / "configs" / "tiny.yaml")
     gpu_cell = configmod.Cell("resnet18", "pytorch", "cuda", "fp16", 32, 2)
@@ -678,7 +681,7 @@ def test_the_warm_worker_is_only_for_gpu_cells_and_the_default_keeps_specs_uncha
 
 
 def test_rss_peak_can_restart(tmp_path):
-    from inferbench.telemetry import host
+    from inferbench.measure.telemetry import host
 
     big = bytearray(200 * 2**20)
     big[:: 4096] = b"x" * len(big[:: 4096])
@@ -694,7 +697,7 @@ def test_a_forked_child_collects_garbage_without_scanning_the_servers_imports():
     collection scanned ~340k objects (0.28 s on a 2-core VM) until the server froze them."""
     code = textwrap.dedent("""
         import gc, os, time, torch, torchvision
-        from inferbench.forkserver import freeze_before_fork
+        from inferbench.process.forkserver import freeze_before_fork
 
         def collect_s():
             t = time.perf_counter(); gc.collect(); return time.perf_counter() - t
@@ -722,7 +725,7 @@ def test_a_job_whose_worker_wrote_the_shard_imports_no_parquet_library(tmp_path)
     """The job (Snakemake's process) only claims, waits and renames: importing pyarrow (and the
     pandas it pulls in on first use) cost ~0.5 s of every job on a 2-core VM. The worker writes
     the whole shard, the job's own times included."""
-    from inferbench import config as configmod, spec as specmod
+    from inferbench.sweep import config as configmod, spec as specmod
 
     config = configmod.load_config(Path(__file__).parent / "configs" / "tiny.yaml")
     cell = configmod.Cell("resnet18", "pytorch", "cpu", "fp32", 32, 2)

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 import pytest
 
-from inferbench import config as cfgmod
-from inferbench import spec as specmod
+from inferbench.sweep import config as cfgmod
+from inferbench.sweep import spec as specmod
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -114,7 +114,7 @@ def test_file_has_symbolic_batch_and_size_and_the_load_pins_the_size(exports, pr
 
 def test_one_file_per_resolution_when_not_shared():
     from inferbench.backends import load_backend
-    from inferbench.config import Cell
+    from inferbench.sweep.config import Cell
 
     backend = load_backend("onnxruntime")
     cell = Cell("resnet18", "onnxruntime", "cuda", "fp16", 384, 32)
@@ -163,7 +163,7 @@ def test_fp32_graph_is_all_fp32(exports):
 
 @pytest.fixture(scope="module")
 def reference_model():
-    from inferbench.models import build_model
+    from inferbench.sweep.models import build_model
 
     return build_model("resnet18", None, 0)  # the same seed the export used
 
@@ -206,7 +206,7 @@ def test_runner_loads_the_fp16_artifact_like_a_cell(exports):
 
     from inferbench.backends import load_backend
     from inferbench.backends.base import LoadContext
-    from inferbench.config import Cell
+    from inferbench.sweep.config import Cell
 
     backend = load_backend("onnxruntime")
     cell = Cell("resnet18", "onnxruntime", "cpu", "fp16", RESOLUTION, 2)

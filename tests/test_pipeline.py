@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from inferbench import config as cfgmod
-from inferbench.devices import cuda_device_count
-from inferbench.schema import SHARD_SCHEMA
+from inferbench.process.devices import cuda_device_count
+from inferbench.records.schema import SHARD_SCHEMA
+from inferbench.sweep import config as cfgmod
 
 from sweep import BIN, REPO, TINY, _env, make_checkout, snakemake, stop_forkservers  # noqa: F401  (also for other test files)
 
@@ -32,8 +32,8 @@ AGGREGATION_RULES = {"aggregate", "tables", "figures_per_resolution", "figures_o
                      "resolved_config", "harness_check", "exports_done", "all"}
 
 pytestmark = pytest.mark.slow
-# tiny.yaml's ONNX files: one per precision (it serves both resolutions), fp16 (for cuda cells)
-# only where they can run
+# tiny.yaml's ONNX files, one per precision serving both resolutions: fp32, and fp16 (for cuda
+# cells) only where they can run
 ONNX_EXPORTS = 2 if cuda_device_count() > 0 else 1
 
 
@@ -116,7 +116,7 @@ def test_cpu_cells_are_ok_with_sane_numbers(run, summary):
 
 
 def test_every_cell_accounts_for_its_time(summary):
-    from inferbench import timebudget
+    from inferbench.reporting import timebudget
 
     cpu = summary[summary["device"] == "cpu"]
     for col in ("job_wall_s", "worker_start_s", "setup_s", "warmup_s", "reference_s"):
@@ -284,7 +284,7 @@ def test_b_backend_option_change_reruns_only_that_backend(run, dry_runs):
     exports = [p for r, p in jobs if r == "export_artifact"]
     cells = [p for r, p in jobs if r == "benchmark_cell"]
     assert {backend_of(p) for p in exports + cells} == {"onnxruntime"}
-    # fp32 at 2 resolutions; fp16 (cuda cells only) is exported only where a CUDA device is visible
+    # fp32; fp16 (cuda cells only) is exported only where a CUDA device is visible
     assert len(exports) == ONNX_EXPORTS and all("opset-18" in p for p in exports)
     assert len(cells) == 4 + 8  # every onnxruntime cell: cpu fp32 2x2, cuda fp32/fp16 2x2
     assert {"aggregate", "report", "archive"} <= rules
@@ -381,7 +381,7 @@ def test_a_tampered_archive_is_named_by_verify(run, tmp_path):
 def test_compare_a_real_rerun_cell_by_cell_and_flag_a_20pct_slowdown(run, tmp_path):
     import pandas as pd
 
-    from inferbench.shard import write_shard
+    from inferbench.records.shard import write_shard
     from synthetic import slowed
 
     # a real rerun of one of the sweep's CPU cells (pytorch: nothing to export), into its own

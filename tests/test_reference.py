@@ -3,9 +3,9 @@ for the very input it was computed from."""
 
 import torch
 
-from inferbench.config import Cell
-from inferbench.reference import compute, reference_logits
-from inferbench.spec import CellSpec
+from inferbench.measure.reference import compute, reference_logits
+from inferbench.sweep.config import Cell
+from inferbench.sweep.spec import CellSpec
 
 
 def spec_for(backend: str) -> CellSpec:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from inferbench import cli, findings, figures
+from inferbench import cli
+from inferbench.reporting import findings, figures
 from synthetic import synthetic_summary, write_summary
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -107,7 +108,7 @@ def test_report_renders_in_chromium_without_broken_images(run_dir, tmp_path):
 
 
 def test_cudnn_release_is_shown_as_a_version():
-    from inferbench.report import cudnn_text
+    from inferbench.reporting.report import cudnn_text
 
     assert cudnn_text("91900") == "9.19.0 (91900)"
     assert cudnn_text("8907") == "8.9.7 (8907)"
@@ -117,7 +118,7 @@ def test_cudnn_release_is_shown_as_a_version():
 def test_method_says_how_gpu_cells_ran():
     import pandas as pd
 
-    from inferbench.report import worker_lines
+    from inferbench.reporting.report import worker_lines
 
     rows = pd.DataFrame({"device": ["cuda", "cuda", "cuda", "cpu"], "gpu_worker": ["warm", "warm", "fresh", "fresh"]})
     (line,) = worker_lines(rows)

@@ -4,7 +4,8 @@ between rounds (ips_spread_pct) recorded and used by compare as noise."""
 import pandas as pd
 import pytest
 
-from inferbench import compare, stats, timing
+from inferbench.measure import stats, timing
+from inferbench.reporting import compare
 
 
 class StepClock:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from inferbench import cli
-from inferbench.shard import write_shard
+from inferbench.records.shard import write_shard
 
 MODEL = "resnet18"
 

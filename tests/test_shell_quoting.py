@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inferbench import config as cfgmod
 from inferbench.errors import UserError
+from inferbench.sweep import config as cfgmod
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = sorted((REPO / "workflow" / "rules").glob("*.smk"))

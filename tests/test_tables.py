@@ -3,8 +3,9 @@
 import pandas as pd
 import pytest
 
-from inferbench import cli, tables
+from inferbench import cli
 from inferbench.errors import UserError
+from inferbench.reporting import tables
 from synthetic import synthetic_summary, write_summary
 
 

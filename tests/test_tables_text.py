@@ -4,7 +4,7 @@
 import numpy as np
 import pandas as pd
 
-from inferbench.tables import as_text, html_table, markdown_table
+from inferbench.reporting.tables import as_text, html_table, markdown_table
 
 
 def frame_with_gaps() -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from inferbench import findings, timebudget
+from inferbench.reporting import findings, timebudget
 
 
 def cell_rows(backend, device="cuda", batch=8, compile_s=0.0, start="2026-11-28T10:00:00+00:00"):

@@ -25,7 +25,7 @@ LOAD_ONE_CELL = textwrap.dedent("""
     from torch import nn
     from inferbench.backends import torch_compile
     from inferbench.backends.base import LoadContext
-    from inferbench.config import Cell
+    from inferbench.sweep.config import Cell
 
     class SmallNet(nn.Module):
         def __init__(self):

@@ -7,7 +7,7 @@ rule aggregate:
         CONDA_ENV
     input:
         shards=all_shards(),
-        code=[str(PKG / f) for f in ("commands/aggregate.py", "shardcheck.py", "shard.py", "schema.py")],
+        code=job_code("aggregate"),
     output:
         summary=f"{RESULTS}/summary.parquet",
     log:
@@ -21,7 +21,7 @@ rule tables:
         CONDA_ENV
     input:
         summary=f"{RESULTS}/summary.parquet",
-        code=REPORTING_CODE,
+        code=job_code("tables"),
     output:
         csv=f"{RESULTS}/tables/{{resolution}}.csv",
         md=f"{RESULTS}/tables/{{resolution}}.md",
@@ -43,7 +43,7 @@ rule figures_per_resolution:
         CONDA_ENV
     input:
         summary=f"{RESULTS}/summary.parquet",
-        code=REPORTING_CODE,
+        code=job_code("figures"),
     output:
         throughput=report(
             f"{RESULTS}/figures/{{resolution}}.png",
@@ -80,7 +80,7 @@ rule figures_overall:
         CONDA_ENV
     input:
         summary=f"{RESULTS}/summary.parquet",
-        code=REPORTING_CODE,
+        code=job_code("figures"),
     output:
         heatmap=report(f"{RESULTS}/figures/speedup_heatmap.png", caption="../report/speedup_heatmap.rst",
                        category="Figures", subcategory="all resolutions", labels={"figure": "speedup heatmap"}),

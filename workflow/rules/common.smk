@@ -10,10 +10,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
-from inferbench.backends import KNOWN_BACKENDS, load_backend, source_file
-from inferbench.config import Cell, cells, config_sha256, load_config
 from inferbench.errors import UserError
-from inferbench.spec import artifact_key_for, cell_spec_for, export_spec_for, known_skip, variant_name
+
+# Source files whose change must rerun a job. The `code` trigger does not see imported modules, so
+# every job lists them as `code` inputs, read from the imports by job_code: the modules its command
+# runs, and for an export or a cell also its own backend's module (never another backend's).
+from inferbench.sweep.codedeps import job_code
+from inferbench.sweep.config import Cell, cells, config_sha256, load_config
+from inferbench.sweep.spec import artifact_key_for, cell_spec_for, export_spec_for, known_skip, variant_name
 
 try:
     _resolved = load_config(dict(config))
@@ -24,7 +28,7 @@ config.update(_resolved)
 
 RESULTS = config["results_dir"].rstrip("/")
 CELLS = cells(config)
-PKG = Path(workflow.basedir).resolve() / "workflow" / "inferbench"  # absolute: a relative --snakefile must not change inputs
+PKG = Path(workflow.basedir).resolve() / "workflow" / "inferbench"  # absolute: jobs may run in another folder
 # Jobs run this checkout's package (`python -m inferbench`) with whatever environment runs them:
 # the host's venv, --use-conda's env (CONDA_ENV), or the image (where the profile sets the same).
 _inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -38,7 +42,7 @@ CONFIG_SHA256 = config_sha256({k: v for k, v in config.items() if k != "run_id"}
 RUN_ID = config.get("run_id") or f"{config['model']}-{CONFIG_SHA256[:12]}"
 os.environ["INFERBENCH_RUN_ID"] = RUN_ID
 os.environ["INFERBENCH_CONFIG_SHA256"] = CONFIG_SHA256
-from inferbench.environment import git_commit
+from inferbench.records.environment import git_commit
 
 os.environ.setdefault("INFERBENCH_GIT_COMMIT", git_commit(Path(workflow.basedir)) or "unknown")
 
@@ -55,7 +59,7 @@ RESOLVED_CONFIG_YAML = yaml.safe_dump(config, sort_keys=False)
 # its working directory). Taken when jobs are about to run (not for dry runs or --summary), by the
 # main Snakemake process, and held until it exits.
 onstart:
-    from inferbench import runlock
+    from inferbench.sweep import runlock
 
     try:
         RESULTS_LOCK.append(runlock.hold(RESULTS))
@@ -123,23 +127,6 @@ if gpu_tokens() > 1:
         pass
 
 
-# Source files whose change must rerun a job. The `code` trigger does not see imported modules,
-# so they are listed as inputs.
-CORE_MEASUREMENT_CODE = [str(PKG / f) for f in (
-    "cellrun.py", "reference.py", "timing.py", "stats.py", "telemetry/gpu.py", "telemetry/host.py", "commands/cell.py",
-    "backends/base.py", "models.py", "isolation.py", "oomwatch.py", "devices.py")]
-EXPORT_CODE = [str(PKG / f) for f in ("commands/export.py", "backends/base.py", "models.py", "isolation.py",
-                                      "oomwatch.py")]
-TORCH_HELPERS = str(PKG / "backends" / "torch_common.py")
-
-
-def backend_code(backend):
-    files = [str(source_file(backend))]
-    if getattr(load_backend(backend), "USES_TORCH_COMMON", False):
-        files.append(TORCH_HELPERS)
-    return files
-
-
 def shard_path(cell):
     return (f"{RESULTS}/shards/{cell.model}/{cell.backend}/{cell.device}/{cell.precision}/"
             f"r{cell.resolution}_b{cell.batch_size}.parquet")
@@ -186,7 +173,7 @@ def pruning():
 
 @functools.cache
 def cuda_visible():
-    from inferbench.devices import cuda_device_count
+    from inferbench.process.devices import cuda_device_count
 
     return cuda_device_count() > 0
 
@@ -208,7 +195,7 @@ def loaded_manifests():
 
 def cell_inputs(wc):
     cell = cell_of(wc)
-    inputs = {"code": CORE_MEASUREMENT_CODE + backend_code(cell.backend)}
+    inputs = {"code": job_code("cell", cell.backend)}
     if cell in CELL_ARTIFACT and not will_skip(cell):
         inputs["artifact"] = CELL_ARTIFACT[cell]
     return inputs
@@ -218,7 +205,6 @@ def all_shards():
     return [shard_path(c) for c in CELLS]
 
 
-REPORTING_CODE = [str(PKG / f) for f in ("tables.py", "figures.py", "findings.py", "report.py", "schema.py", "harnesscheck.py")]
 OVERALL_FIGURES = ("speedup_heatmap", "throughput_vs_memory", "scaling")
 
 

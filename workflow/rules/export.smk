@@ -5,7 +5,7 @@ rule export_artifact:
     conda:
         CONDA_ENV
     input:
-        code=lambda wc: EXPORT_CODE + backend_code(wc.backend),
+        code=lambda wc: job_code("export", wc.backend),
     output:
         manifest=f"{RESULTS}/artifacts/{{model}}/{{backend}}/{{variant}}.json",
     params:
@@ -18,7 +18,7 @@ rule export_artifact:
     # ready when the run starts and come first (priority); each needs no more than any cell (one
     # core; one built on a GPU, a GPU token too, and it claims that GPU, since a TensorRT build
     # times its kernels there), so no cell is started while an export waits. A cell that starts
-    # while the last exports still run waits for them (inferbench.devices.ExportsRunning).
+    # while the last exports still run waits for them (inferbench.process.devices.ExportsRunning).
     priority: 100
     threads: 1
     resources:
@@ -39,7 +39,7 @@ rule exports_done:
         CONDA_ENV
     input:
         manifests=lambda wc: loaded_manifests(),
-        code=[str(PKG / "commands" / "exports.py")],
+        code=job_code("exports"),
     output:
         record=EXPORTS_RECORD,
     log:

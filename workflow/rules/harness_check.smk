@@ -1,5 +1,5 @@
 # The harness measured again: a sample of the sweep's own cells, each timed by an independent bare
-# loop in a fresh process (inferbench.harnesscheck); the report shows the ratios.
+# loop in a fresh process (inferbench.selfcheck.harnesscheck); the report shows the ratios.
 
 
 rule harness_check:
@@ -9,7 +9,7 @@ rule harness_check:
         summary=f"{RESULTS}/summary.parquet",
         # (no artifacts: the cells it checks loaded them, and a new export remakes the summary)
         config=f"{RESULTS}/config.resolved.yaml",
-        code=[str(PKG / f) for f in ("harnesscheck.py", "bareloop.py", "commands/harness_check.py")],
+        code=job_code("harness_check"),
     output:
         csv=f"{RESULTS}/harness_check.csv",
     params:

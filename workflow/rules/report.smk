@@ -24,7 +24,7 @@ rule report:
         config=f"{RESULTS}/config.resolved.yaml",
         harness_check=f"{RESULTS}/harness_check.csv",
         exports=EXPORTS_RECORD,
-        code=REPORTING_CODE,
+        code=job_code("report"),
     output:
         html=report(f"{RESULTS}/report.html", caption="../report/report.rst", category="Report"),
         md=f"{RESULTS}/report.md",
@@ -46,7 +46,7 @@ rule archive:
     input:
         f"{RESULTS}/report.html",
         f"{RESULTS}/report.md",
-        code=[str(PKG / "archive.py")],
+        code=job_code("archive"),
     output:
         archive_path(),
     params:

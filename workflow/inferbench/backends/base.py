@@ -5,11 +5,19 @@ A backend module provides:
   parse_options(raw)      -> Options (use `parse_dataclass`)
   artifact_key(cell, o)   -> dict of what its exported artifact depends on, or None (no export)
   ARTIFACT_SUFFIX         file suffix of the artifact, if any
+  NEEDS_BATCH_RANGE       optional: True if the artifact is built for the sweep's batch sizes (a
+                          TensorRT engine); its export then reruns when they change
   unsupported(cell, o)    -> reason the cell cannot run (a `skipped` cell), or None
+  check_sweep(o, axis)    optional: raise UserError when an option does not fit the sweep (an
+                          engine's tuning batch outside its batch sizes, say); axis(device, name)
+                          is a grid axis of this backend's cells on that device, [] where it has none
   REQUIRES                optional: modules it needs beyond torch, checked without importing them
   REQUIRES_HINT           optional: where to get them, appended to the skip reason
   export(spec, o, path)   -> dict of extra facts to record (only with an artifact)
   load(ctx)               -> Runner
+
+Helpers a backend imports (torch_common, say) are found in its imports: editing one reruns the
+jobs of the backends that import it (inferbench.sweep.codedeps).
 """
 
 from __future__ import annotations
@@ -64,7 +72,7 @@ def options_json(options) -> str:
 class LoadContext:
     """Everything a backend needs to get ready to run one cell."""
 
-    cell: Any  # inferbench.config.Cell
+    cell: Any  # inferbench.sweep.config.Cell
     options: Any  # the backend's Options
     artifact_path: str | None
     threads: int

@@ -8,7 +8,6 @@ from inferbench.backends.base import Runner, parse_dataclass, torch_dtype
 
 from inferbench.backends.torch_common import module_runner, place_model
 
-USES_TORCH_COMMON = True
 ARTIFACT_SUFFIX = None
 
 

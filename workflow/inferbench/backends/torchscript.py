@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from inferbench.backends.base import Runner, Skip, parse_dataclass, torch_dtype
 from inferbench.backends.torch_common import module_runner, place_model, resolve_channels_last, set_tf32
 
-USES_TORCH_COMMON = True
 ARTIFACT_SUFFIX = ".ts"
 
 
@@ -35,7 +34,7 @@ def unsupported(cell, options):
 def export(spec, options, out_path) -> dict:
     import torch
 
-    from inferbench.devices import require_device
+    from inferbench.process.devices import require_device
 
     require_device(spec.device)
     model, channels_last = place_model(spec.build_model(), spec, options.channels_last, options.tf32)

@@ -1,4 +1,4 @@
-"""Check every cell's shard (inferbench.shardcheck) and concatenate them into one summary Parquet file."""
+"""Check every cell's shard (inferbench.records.shardcheck) and concatenate them into one summary Parquet file."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def add_arguments(p):
 def run(args) -> int:
     import pyarrow.parquet as pq
 
-    from inferbench.shardcheck import read_checked
+    from inferbench.records.shardcheck import read_checked
 
     table = read_checked(args.shards)
     pq.write_table(table, args.out)

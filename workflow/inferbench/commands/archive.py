@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from inferbench import archive
+    from inferbench.records import archive
 
     path, manifest = archive.write_archive(args.results, args.out, args.run_id)
     print(f"{path}: {len(manifest['files'])} files + {archive.MANIFEST}, run {manifest['run_id']}")

@@ -34,7 +34,7 @@ def argparse_hidden():
 
 
 def base_row(spec) -> dict:
-    from inferbench.environment import host_environment
+    from inferbench.records.environment import host_environment
 
     c = spec.cell
     row = {"model": c.model, "backend": c.backend, "precision": c.precision, "device": c.device,
@@ -57,8 +57,8 @@ def read_artifact(path: str) -> dict | None:
 
 def quick_verdict(spec, artifact) -> tuple[str, str] | None:
     """Reasons a cell cannot run that need no torch import: answered in milliseconds."""
-    from inferbench.devices import cuda_device_count
-    from inferbench.spec import known_skip
+    from inferbench.process.devices import cuda_device_count
+    from inferbench.sweep.spec import known_skip
 
     reason = known_skip(spec.cell, spec.options, cuda_visible=lambda: cuda_device_count() > 0)
     if reason:
@@ -79,27 +79,27 @@ def job_times(started_at: float, gpu_wait_s: float | None) -> dict:
 
 
 def run(args) -> int:
-    from inferbench.spec import CellSpec
-    from inferbench.timing import process_age_s
+    from inferbench.measure.timing import process_age_s
+    from inferbench.sweep.spec import CellSpec
 
     # The job's clock starts with its process: interpreter start and imports are the job's too.
     started_at = args.job_started_at or time.time() - process_age_s()
     spec = CellSpec.from_json(args.spec)
     artifact = read_artifact(args.artifact)
     if args.worker:
-        from inferbench.cellrun import run_cell
-        from inferbench.isolation import exit_worker
-        from inferbench.shard import write_shard
+        from inferbench.measure.cellrun import run_cell
+        from inferbench.process.isolation import exit_worker
+        from inferbench.records.shard import write_shard
 
         rows = run_cell(spec, artifact, base_row(spec), args.reference_cache or None)
         times = job_times(started_at, args.gpu_wait_s)
         write_shard([dict(r, **times) for r in rows], args.out)
         exit_worker(0)
-        return 0  # in a warm worker (inferbench.warm), exit_worker returns
+        return 0  # in a warm worker (inferbench.process.warm), exit_worker returns
 
     verdict = quick_verdict(spec, artifact)
     if verdict:
-        from inferbench.shard import write_shard
+        from inferbench.records.shard import write_shard
 
         print(f"[inferbench cell] {verdict[0]}: {verdict[1]}", file=sys.stderr)
         write_shard(rows_with(spec, dict(base_row(spec), **job_times(started_at, None)), *verdict), args.out)
@@ -111,8 +111,8 @@ def run_isolated(args, spec, started_at: float) -> int:
     """Run the cell in a worker process, which writes the whole shard (this job's times
     included, see job_times); this process only writes one when the worker could not.
     It imports no Parquet library on that path: ~0.5 s of every job on a 2-core VM."""
-    from inferbench.devices import ExportsRunning, GpuClaim
-    from inferbench.isolation import run_inferbench
+    from inferbench.process.devices import ExportsRunning, GpuClaim
+    from inferbench.process.isolation import run_inferbench
 
     # never beside an export (the workflow starts every export first; the last may still run)
     exports_wait_s = ExportsRunning.wait(args.lock_dir)
@@ -123,7 +123,7 @@ def run_isolated(args, spec, started_at: float) -> int:
             "--reference-cache", args.reference_cache, "--job-started-at", repr(started_at)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if args.compile_cache:
-        from inferbench.backends.torch_compile import cache_env
+        from inferbench.process.compilecache import cache_env
 
         env.update(cache_env(args.compile_cache))
     gpu_wait_s = None
@@ -136,7 +136,7 @@ def run_isolated(args, spec, started_at: float) -> int:
             env["CUDA_VISIBLE_DEVICES"] = claim.gpu
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's numbering = NVML's, for telemetry
             print(f"[inferbench cell] claimed GPU {claim.gpu}", file=sys.stderr, flush=True)
-            # gpu_worker warm: a warm worker runs it (inferbench.warm), one per GPU, backend
+            # gpu_worker warm: a warm worker runs it (inferbench.process.warm), one per GPU, backend
             # and precision, so that what a worker keeps loaded comes from cells of its own kind
             c = spec.cell
             warm_key = f"{claim.gpu}:{c.backend}:{c.precision}" if spec.gpu_worker == "warm" else None
@@ -150,15 +150,15 @@ def run_isolated(args, spec, started_at: float) -> int:
         os.replace(tmp, args.out)
         return 0
     Path(tmp).unlink(missing_ok=True)
-    from inferbench.isolation import failure_status, stopped_from_outside
-    from inferbench.shard import write_shard
+    from inferbench.process.isolation import failure_status, stopped_from_outside
+    from inferbench.records.shard import write_shard
 
     if stopped_from_outside(rc, how):
         # No shard for a worker someone killed (kill -9, a scheduler, a shutdown): the kill says
         # nothing about the cell, and a shard would record it as the cell's result for good, since
         # Snakemake reruns only cells whose shard is missing. Without one this job fails, the sweep
         # goes on with the other cells (keep-going), and the next run measures this cell again.
-        # A real OOM kill (inferbench.oomwatch) is the cell's own outcome and is recorded as `oom`.
+        # A real OOM kill (inferbench.process.oomwatch) is the cell's own outcome and is recorded as `oom`.
         print(f"[inferbench cell] error: {how}. No shard written: the cell was stopped, not measured; "
               "run snakemake again to measure it.", file=sys.stderr, flush=True)
         return 1

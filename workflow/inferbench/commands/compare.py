@@ -19,8 +19,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from inferbench import compare
     from inferbench.errors import UserError
+    from inferbench.reporting import compare
 
     if args.threshold_pct < 0 or args.noise_k < 0:
         raise UserError("--threshold-pct and --noise-k must be >= 0")

@@ -2,7 +2,7 @@
 
 The harness (rotation of input buffers, adaptive iteration count, telemetry threads, per-io
 bookkeeping) must not change what it measures. This times the same loaded model twice:
-through `inferbench.timing.measure` exactly as a cell does, and with the simplest correct loop
+through `inferbench.measure.timing.measure` exactly as a cell does, and with the simplest correct loop
 (CUDA events around each call, or the wall clock around call + synchronize for ONNX Runtime
 with its own session and default stream), then prints both and their ratio.
 """
@@ -53,7 +53,7 @@ def backend_options(config: dict, backend: str, overrides: list[str]) -> dict:
 
 def _artifact(config, cell, backend, options) -> str | None:
     """The sweep's own artifact if it was exported, else a fresh export into a temp folder."""
-    from inferbench.spec import export_spec_for, variant_name
+    from inferbench.sweep.spec import export_spec_for, variant_name
 
     key = backend.artifact_key(cell, options)
     if key is None:
@@ -92,7 +92,7 @@ def bare_ort_loop(artifact: str, x, precision: str, iters: int, warmup: int = 20
     import onnxruntime as ort
     import torch
 
-    from inferbench.bareloop import onnx_at_input_size
+    from inferbench.selfcheck.bareloop import onnx_at_input_size
 
     session = ort.InferenceSession(onnx_at_input_size(artifact, x), providers=["CUDAExecutionProvider"])
     elem = np.float16 if precision == "fp16" else np.float32
@@ -117,11 +117,11 @@ def run(args) -> int:
 
     from inferbench.backends import load_backend
     from inferbench.backends.base import LoadContext, options_json, torch_dtype
-    from inferbench.cellrun import GpuTelemetry, default_threads
-    from inferbench.config import Cell, load_config, measurement_for
     from inferbench.errors import UserError
-    from inferbench.models import build_model
-    from inferbench.timing import CudaEventTimer, Settings, measure
+    from inferbench.measure.cellrun import GpuTelemetry, default_threads
+    from inferbench.measure.timing import CudaEventTimer, Settings, measure
+    from inferbench.sweep.config import Cell, load_config, measurement_for
+    from inferbench.sweep.models import build_model
 
     if args.device != "cuda" or not torch.cuda.is_available():
         raise UserError("crosscheck compares CUDA timings: it needs --device cuda and a CUDA device")

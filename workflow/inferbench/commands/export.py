@@ -29,7 +29,7 @@ def add_arguments(p):
 
 def job_times(started_at: float) -> dict:
     """When the export's job started and how long it took (to its manifest): the sweep's clock
-    (inferbench.timebudget) places the exports before the cells from these."""
+    (inferbench.reporting.timebudget) places the exports before the cells from these."""
     from datetime import datetime, timezone
 
     return {"started_utc": datetime.fromtimestamp(started_at, timezone.utc).isoformat(timespec="seconds"),
@@ -45,8 +45,8 @@ def write_manifest(path: str, manifest: dict) -> None:
 def run(args) -> int:
     from inferbench.backends import load_backend
     from inferbench.backends.base import Skip
-    from inferbench.spec import ExportSpec
-    from inferbench.timing import process_age_s
+    from inferbench.measure.timing import process_age_s
+    from inferbench.sweep.spec import ExportSpec
 
     started_at = args.job_started_at or time.time() - process_age_s()
     spec = ExportSpec.from_json(args.spec)
@@ -71,7 +71,7 @@ def run(args) -> int:
         traceback.print_exc()
         manifest.update(status="error", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500])
     write_manifest(args.out, dict(manifest, **job_times(started_at)))
-    from inferbench.isolation import exit_worker
+    from inferbench.process.isolation import exit_worker
 
     exit_worker(0)
 
@@ -80,8 +80,8 @@ def run_isolated(args, manifest: dict, spec, started_at: float) -> int:
     import contextlib
 
     from inferbench.backends.base import Skip
-    from inferbench.devices import ExportsRunning, GpuClaim
-    from inferbench.isolation import run_inferbench, stopped_from_outside
+    from inferbench.process.devices import ExportsRunning, GpuClaim
+    from inferbench.process.isolation import run_inferbench, stopped_from_outside
 
     argv = ["export", "--worker", "--spec", args.spec, "--out", args.out, "--job-started-at", repr(started_at)]
     lock_dir = str(Path(args.out).parents[3] / ".locks")  # results/artifacts/MODEL/BACKEND/x.json

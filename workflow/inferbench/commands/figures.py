@@ -18,8 +18,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from inferbench import figures, tables
     from inferbench.errors import UserError
+    from inferbench.reporting import figures, tables
 
     summary = tables.read_summary(args.summary)
     kinds = args.kind or (["throughput"] if args.resolution else list(figures.KINDS))

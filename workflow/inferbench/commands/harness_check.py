@@ -1,4 +1,4 @@
-"""Check the harness against independent bare loops in fresh processes (inferbench.harnesscheck)."""
+"""Check the harness against independent bare loops in fresh processes (inferbench.selfcheck.harnesscheck)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def run(args) -> int:
     import pandas as pd
     import yaml
 
-    from inferbench.backends.torch_compile import cache_env
-    from inferbench.devices import GpuClaim, candidate_gpus
-    from inferbench.harnesscheck import check, outside_band, RATIO_BAND
+    from inferbench.process.compilecache import cache_env
+    from inferbench.process.devices import GpuClaim, candidate_gpus
+    from inferbench.selfcheck.harnesscheck import check, outside_band, RATIO_BAND
 
     config = yaml.safe_load(Path(args.config).read_text())
     summary = pd.read_parquet(args.summary)

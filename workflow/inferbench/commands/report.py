@@ -19,8 +19,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from inferbench import report, tables
     from inferbench.errors import UserError
+    from inferbench.reporting import report, tables
 
     if not (args.html or args.md):
         raise UserError("nothing to write: give --html and/or --md")

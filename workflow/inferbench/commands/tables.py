@@ -15,8 +15,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from inferbench import tables
     from inferbench.errors import UserError
+    from inferbench.reporting import tables
 
     if not (args.csv or args.md or args.html):
         raise UserError("nothing to write: give at least one of --csv, --md, --html")

@@ -13,7 +13,7 @@ def add_arguments(p):
 def run(args) -> int:
     import yaml
 
-    from inferbench.config import cells, load_config
+    from inferbench.sweep.config import cells, load_config
 
     config = load_config(args.config)
     text = yaml.safe_dump(config, sort_keys=False)

@@ -10,7 +10,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from inferbench import archive
+    from inferbench.records import archive
 
     members = archive.read_members(args.archive)
     problems = archive.verify_members(members)

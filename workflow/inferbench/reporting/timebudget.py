@@ -2,7 +2,7 @@
 device and backend. It answers "why did the sweep take this long" (compilation? process
 starts? the measurement itself?) without a profiler, for any run that recorded the phases.
 
-Phases of one cell's job (columns of the shard, see inferbench.schema):
+Phases of one cell's job (columns of the shard, see inferbench.records.schema):
   gpu_wait_s      waiting for a free GPU
   worker_start_s  starting the isolated worker (fork from the server, or a new interpreter)
   setup_s         CUDA context, telemetry, input buffers
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from inferbench.schema import CELL_KEY
+from inferbench.records.schema import CELL_KEY
 
 PHASES = [
     ("gpu_wait_s", "GPU wait"),

@@ -6,7 +6,7 @@ Order matters for honest numbers:
   3. per io mode: warm-up, then the adaptive timed loop, with the energy counter read around it;
   4. memory peaks are read before the fp32 reference model exists (it would inflate them);
   5. accuracy: the backend's output on buffer 0 against fp32 eager PyTorch on the same input
-     (inferbench.reference: computed once per input and shared by the cells that use it).
+     (inferbench.measure.reference: computed once per input and shared by the cells that use it).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import traceback
 
 from inferbench.backends import load_backend
 from inferbench.backends.base import LoadContext, Skip, options_json, torch_dtype
-from inferbench.isolation import LAUNCHED_AT_ENV
-from inferbench.reference import reference_logits
-from inferbench.spec import CellSpec
-from inferbench.telemetry.host import reset_rss_peak, rss_peak_mb
-from inferbench.timing import CudaEventTimer, PerfCounterTimer, Settings, measure
-from inferbench.warm import cells_before, in_warm_worker
+from inferbench.measure.reference import reference_logits
+from inferbench.measure.telemetry.host import reset_rss_peak, rss_peak_mb
+from inferbench.measure.timing import CudaEventTimer, PerfCounterTimer, Settings, measure
+from inferbench.process.isolation import LAUNCHED_AT_ENV
+from inferbench.process.warm import cells_before, in_warm_worker
+from inferbench.sweep.spec import CellSpec
 
 
 _T0 = time.monotonic()
@@ -56,7 +56,7 @@ class GpuTelemetry:
     """NVML readings for the cell, or nothing at all where NVML is unusable (recorded as nulls)."""
 
     def __init__(self):
-        from inferbench.telemetry.gpu import GpuSampler, NvmlReader
+        from inferbench.measure.telemetry.gpu import GpuSampler, NvmlReader
 
         try:
             self.reader = NvmlReader(nvml_index_for_visible_gpu())
@@ -81,8 +81,8 @@ class GpuTelemetry:
         return self.reader.energy_mj() if self.reader else None
 
     def spin_up(self) -> float:
-        """Bring the SM clock up (see inferbench.gpu_clock); seconds spent."""
-        from inferbench.gpu_clock import spin_up
+        """Bring the SM clock up (see inferbench.measure.gpu_clock); seconds spent."""
+        from inferbench.measure.gpu_clock import spin_up
 
         if not self.reader:
             return spin_up(lambda: None, None)
@@ -180,7 +180,7 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
         if c.device == "cuda":
             if not torch.cuda.is_available():
                 raise Skip("no CUDA device")
-            from inferbench.environment import torch_cuda_environment
+            from inferbench.records.environment import torch_cuda_environment
 
             base_env = dict(torch_cuda_environment(), **{k: v for k, v in telemetry.info().items() if k != "cuda_driver_version"})
             base_env["gpu_index"] = nvml_index_for_visible_gpu()
@@ -280,15 +280,15 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
 
 
 def _build(spec: CellSpec):
-    from inferbench.models import build_model
+    from inferbench.sweep.models import build_model
 
     return build_model(spec.cell.model, spec.weights, spec.seed)
 
 
 def _measure_io(io, row, runner, prepared, host_inputs, device_inputs, timer, settings, telemetry, spec):
     """Time one io mode and fill its row."""
-    from inferbench.stats import summarize
-    from inferbench.telemetry.gpu import busy_in_window, energy_window, mean_in_window
+    from inferbench.measure.stats import summarize
+    from inferbench.measure.telemetry.gpu import busy_in_window, energy_window, mean_in_window
 
     c = spec.cell
     if io == "device" or c.device == "cpu":
@@ -321,7 +321,7 @@ def _measure_io(io, row, runner, prepared, host_inputs, device_inputs, timer, se
 
     def read_host_speed():
         if c.device == "cuda":
-            from inferbench.gpu_clock import launch_us
+            from inferbench.measure.gpu_clock import launch_us
 
             host["host_launch_us"] = launch_us()
 

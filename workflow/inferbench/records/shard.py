@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from inferbench.schema import COLUMN_NAMES, SHARD_SCHEMA, empty_row
+from inferbench.records.schema import COLUMN_NAMES, SHARD_SCHEMA, empty_row
 
 
 def normalize(row: dict) -> dict:
@@ -26,7 +26,10 @@ def write_shard(rows: list[dict], path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([normalize(r) for r in rows], schema=SHARD_SCHEMA)
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    pq.write_table(table, tmp)
+    # A shard holds a row or two: column statistics and the stored Arrow schema would make up
+    # almost half of each file. SHARD_SCHEMA's types round-trip through Parquet's own schema
+    # (the shard checks and tests compare the read schema with it).
+    pq.write_table(table, tmp, write_statistics=False, store_schema=False)
     os.replace(tmp, path)
 
 

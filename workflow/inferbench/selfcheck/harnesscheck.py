@@ -1,5 +1,5 @@
 """The harness check: a sample of a sweep's own cells measured again by an independent bare loop
-(inferbench.bareloop), each in a fresh process, and the two throughputs side by side.
+(inferbench.selfcheck.bareloop), each in a fresh process, and the two throughputs side by side.
 
 Which cells: per device, backend and precision that ran `ok`, the most launch-bound cell (the
 lowest GPU busy share; on the CPU the smallest batch of pixels), and pytorch fp16 at 224 px batch
@@ -11,7 +11,7 @@ Each bare loop is a fresh interpreter, started ahead: all of a batch import thei
 once, then measure one at a time, or one per GPU where the check was given several GPUs, as the
 sweep's own cells ran (a CPU bare loop always alone). No import runs beside a measurement.
 `started_utc` and `check_s` are each bare loop's process start and its time to its end (its wait
-for its turn included): the sweep's clock (inferbench.timebudget) reads them.
+for its turn included): the sweep's clock (inferbench.reporting.timebudget) reads them.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def bare_spec(row, config: dict, results_dir: Path) -> dict:
     """What the bare loop needs for this row: the cell, its backend's resolved options, the
     artifact the cell loaded (the sweep's own export, or None) and the sweep's time minimums."""
     from inferbench.backends import load_backend
-    from inferbench.config import Cell, measurement_for
+    from inferbench.sweep.config import Cell, measurement_for
 
     backend = load_backend(row["backend"])
     options = backend.parse_options(config["backends"].get(row["backend"]) or {})
@@ -74,7 +74,7 @@ def bare_spec(row, config: dict, results_dir: Path) -> dict:
 
 
 def _artifact(backend, cell, options, results_dir: Path) -> str | None:
-    from inferbench.spec import variant_name
+    from inferbench.sweep.spec import variant_name
 
     key = backend.artifact_key(cell, options)
     if key is None:
@@ -89,11 +89,11 @@ BATCH = 16  # bare loops started ahead at once (each holds its imported librarie
 
 
 class BareLoop:
-    """One bare loop's fresh process, started ahead with `--wait` (inferbench.bareloop)."""
+    """One bare loop's fresh process, started ahead with `--wait` (inferbench.selfcheck.bareloop)."""
 
     def __init__(self, spec: dict, env: dict):
         self.started = time.time()
-        self.proc = subprocess.Popen([sys.executable, "-m", "inferbench.bareloop", "--spec", json.dumps(spec), "--wait"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "inferbench.selfcheck.bareloop", "--spec", json.dumps(spec), "--wait"],
                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.ready = False

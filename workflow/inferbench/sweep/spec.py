@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from inferbench.config import Cell, axis_for, io_modes_for, measurement_for
+from inferbench.sweep.config import Cell, axis_for, io_modes_for, measurement_for
 
 
 def variant_name(key: dict) -> str:
@@ -40,7 +40,7 @@ class ExportSpec:
         return self.key.get("resolution", 224)
 
     def build_model(self):
-        from inferbench.models import build_model
+        from inferbench.sweep.models import build_model
 
         return build_model(self.model, self.weights, self.seed)
 
@@ -61,7 +61,7 @@ class CellSpec:
     measurement: dict
     io_modes: list
     timeout_s: float
-    # "fresh": a fresh process per cell; "warm": the GPU's warm worker (inferbench.warm).
+    # "fresh": a fresh process per cell; "warm": the GPU's warm worker (inferbench.process.warm).
     gpu_worker: str = "fresh"
 
     def to_json(self) -> str:
@@ -93,7 +93,7 @@ def known_skip(cell: Cell, raw_options: dict | None, cuda_visible, libraries: bo
     only for CUDA cells. The cell job asks the same questions where it runs (commands/cell.py);
     the workflow asks them to leave out exports whose every cell would be skipped."""
     from inferbench.backends import load_backend, missing_library
-    from inferbench.devices import NO_CUDA
+    from inferbench.process.devices import NO_CUDA
 
     backend = load_backend(cell.backend)
     reason = backend.unsupported(cell, backend.parse_options(raw_options or {}))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from inferbench import schema
 from inferbench.errors import UserError
+from inferbench.records import schema
 
 BASELINE = {"backend": "pytorch", "precision": "fp32"}
 SPEEDUP_COLUMN = "speedup_vs_pytorch_fp32"

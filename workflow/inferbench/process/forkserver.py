@@ -23,7 +23,7 @@ Warm workers (`gpu_worker: warm` in the config): a request that names a `warm_ke
 it claimed, the backend and the precision) is served by a long-lived child kept for that key,
 which runs its cells one after another in one process and one CUDA context. That saves each GPU
 cell the CUDA context, the compiler imports and the per-process library set-up (seconds per
-cell), at the price of isolation: see `inferbench.warm` for what is reset between cells and what
+cell), at the price of isolation: see `inferbench.process.warm` for what is reset between cells and what
 is recorded. A crash or kill of that child is still only that cell's failure: the next request
 starts a new child. Protocol to the child: one SEQPACKET message per request (JSON, with the
 output pipe passed along) and one per reply ({"returncode": R}).
@@ -43,11 +43,13 @@ import threading
 import time
 from pathlib import Path
 
+from inferbench.process.inprocess import call_cli
+
 PRELOAD = ("numpy", "torch", "torchvision", "onnxruntime", "onnx", "pyarrow", "pyarrow.parquet")
 # Installed versions of what the server imports: a changed install (onnxruntime-gpu in place of
 # onnxruntime, say) must get a fresh server, not one holding the old library.
 _PRELOADED_DISTS = ("numpy", "torch", "torchvision", "onnxruntime", "onnxruntime-gpu", "onnx", "pyarrow", "triton")
-_PKG = Path(__file__).resolve().parent
+_PKG = Path(__file__).resolve().parents[1]  # the whole inferbench package: any edit gets a fresh server
 
 
 def enabled() -> bool:
@@ -105,7 +107,8 @@ def _connect(path: Path) -> socket.socket | None:
 def _start_server(path: Path, lock_dir: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     log = open(str(path) + ".log", "ab")
-    subprocess.Popen([sys.executable, "-m", "inferbench.forkserver", "--socket", str(path), "--watch", str(lock_dir)],
+    subprocess.Popen([sys.executable, "-m", "inferbench.process.forkserver", "--socket", str(path),
+                      "--watch", str(lock_dir)],
                      stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True)
 
 
@@ -189,23 +192,6 @@ def run(argv: list[str], env: dict, lock_dir: str | Path, timeout_s: float, on_o
 
 
 # ---------------------------------------------------------------- server
-
-
-def call_cli(argv: list[str]) -> int:
-    """`inferbench ARGV` in this process, its exit code as a new interpreter would give it."""
-    try:
-        from inferbench.cli import main
-
-        sys.argv = ["inferbench", *argv]
-        code = main(argv)
-        return code if isinstance(code, int) else 0
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        import traceback
-
-        traceback.print_exc()
-        return 1
 
 
 def freeze_before_fork() -> None:
@@ -321,7 +307,7 @@ class Server:
             worker.ctrl.close()
 
     def _handle_warm(self, conn: socket.socket, listener: socket.socket, request: dict, out_fd: int) -> None:
-        from inferbench.warm import env_signature
+        from inferbench.process.warm import env_signature
 
         key = request["warm_key"]
         signature = env_signature(request["env"])
@@ -368,7 +354,7 @@ class Server:
 
 
 class WarmWorker:
-    """The server's handle on one warm worker (inferbench.warm.serve_cells runs in the child)."""
+    """The server's handle on one warm worker (inferbench.process.warm.serve_cells runs in the child)."""
 
     def __init__(self, key: str, signature: str, pid: int, ctrl: socket.socket):
         self.key, self.signature, self.pid, self.ctrl = key, signature, pid, ctrl
@@ -389,7 +375,7 @@ class WarmWorker:
                 os.close(s) if isinstance(s, int) else s.close()
             parent_end.close()
             try:
-                from inferbench.warm import serve_cells
+                from inferbench.process.warm import serve_cells
 
                 serve_cells(child_end)
             finally:

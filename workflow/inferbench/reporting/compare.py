@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from inferbench import archive, findings, schema, tables
 from inferbench.errors import UserError
+from inferbench.records import archive, schema
+from inferbench.reporting import findings, tables
 
 DEFAULT_K = 2.0
 DEFAULT_FLOOR_PCT = 5.0

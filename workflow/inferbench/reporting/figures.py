@@ -20,7 +20,7 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from inferbench import tables  # noqa: E402
+from inferbench.reporting import tables  # noqa: E402
 
 DPI = 120
 BACKEND_COLOURS = {

@@ -1,7 +1,7 @@
 """Run a step in a child process, so that a crash, a hang or an out-of-memory kill in one cell
 is recorded as that cell's failure instead of taking the sweep down.
 
-The child is forked from the fork server (inferbench.forkserver: libraries already imported)
+The child is forked from the fork server (inferbench.process.forkserver: libraries already imported)
 when it can be, else started as a plain subprocess.
 """
 
@@ -15,8 +15,8 @@ import sys
 import threading
 import time
 
-from inferbench import forkserver
-from inferbench.oomwatch import MemoryWatch
+from inferbench.process import forkserver
+from inferbench.process.oomwatch import MemoryWatch
 
 # Set for the child: when (Unix time) it was launched, so that it can tell how long its own
 # start took (a fork from the server, or a new interpreter and its imports).
@@ -27,10 +27,10 @@ def exit_worker(code: int = 0) -> None:
     """End an isolated worker once its result file is written, skipping the interpreter's
     teardown: with torch, torchvision and onnxruntime loaded that took 1.6 s per process on a
     2-core VM (every CPU cell and export paid it), and nothing after the atomic write needs it.
-    In a warm worker (inferbench.warm) it returns instead: the process serves the next cell."""
+    In a warm worker (inferbench.process.warm) it returns instead: the process serves the next cell."""
     sys.stdout.flush()
     sys.stderr.flush()
-    from inferbench.warm import in_warm_worker
+    from inferbench.process.warm import in_warm_worker
 
     if in_warm_worker():
         return  # the warm worker goes on to its next cell
@@ -77,7 +77,7 @@ def failure_status(rc: int | None, how: str) -> str:
 def run_inferbench(args: list[str], timeout_s: float, env: dict, lock_dir: str,
                    use_forkserver: bool = True, warm_key: str | None = None) -> tuple[int | None, str]:
     """Run `inferbench ARGS` isolated, streaming its output to our stderr (the job log).
-    warm_key: run it in the fork server's warm worker for that key (inferbench.warm).
+    warm_key: run it in the fork server's warm worker for that key (inferbench.process.warm).
     Returns (exit code, or None on timeout; a one-line description when it did not end well)."""
     tail: collections.deque = collections.deque(maxlen=15)
 

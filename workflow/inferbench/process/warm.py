@@ -20,7 +20,7 @@ What it gives up, and how that is kept honest:
   * What stays: imported libraries, the CUDA context and the kernels loaded into it, and
     cuDNN's per-shape algorithm choices (benchmark mode): a later cell of the same shape skips
     that search, which shows in `first_run_ms`, never in the timed window (warm-up comes first).
-  * Every cell uses the process's one side stream (inferbench.cellrun.cell_stream): cuBLAS keeps
+  * Every cell uses the process's one side stream (inferbench.measure.cellrun.cell_stream): cuBLAS keeps
     a workspace per stream, which `release` also frees.
   * Process-wide peaks are per cell: the PyTorch allocator's peak is reset, the host RSS peak is
     reset through /proc/self/clear_refs (null where that is refused), and the NVML GPU memory
@@ -71,7 +71,7 @@ def serve_cells(ctrl: socket.socket, idle_s: float = IDLE_S) -> None:
     """The worker's life, in the child the fork server made: receive a request (JSON with argv,
     env, cwd, and the output pipe as a passed descriptor), run `inferbench ARGV` in this process,
     reply {"returncode": N}, clean up, repeat. Exits on end of file or after idle_s."""
-    from inferbench.forkserver import call_cli
+    from inferbench.process.inprocess import call_cli
 
     os.setsid()  # own process group: the server's signals are not ours
     devnull = os.open(os.devnull, os.O_WRONLY)

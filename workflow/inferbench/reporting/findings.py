@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from inferbench import tables, timebudget
+from inferbench.reporting import tables, timebudget
 
 DEFAULT_CV_THRESHOLD = 0.05  # std/mean above 5%: the median still holds, but compare with care
 # A timed loop keeps a GPU busy near 100% unless the host cannot launch kernels fast enough.
@@ -251,7 +251,7 @@ def _context(r) -> str:
 
 def harness_check(check: pd.DataFrame | None) -> tuple[Finding | None, Finding | None]:
     """(a warning for the top of the report or None, the section "Harness check" or None)."""
-    from inferbench.harnesscheck import RATIO_BAND, outside_band
+    from inferbench.selfcheck.harnesscheck import RATIO_BAND, outside_band
 
     if check is None:
         return None, None
@@ -262,8 +262,8 @@ def harness_check(check: pd.DataFrame | None) -> tuple[Finding | None, Finding |
     off = outside_band(check)
     ratios = pd.to_numeric(check["ratio"], errors="coerce").dropna()
     sentences = [f"{len(check)} of the sweep's cells were measured again, each by an independent bare loop in a "
-                 "fresh process (inferbench.bareloop: its own model or session, CUDA events around each call, "
-                 f"median). Ratio = harness over bare throughput; within [{lo}, {hi}] the harness measured what "
+                 "fresh process (inferbench.selfcheck.bareloop: its own model or session, CUDA events around each "
+                 f"call, median). Ratio = harness over bare throughput; within [{lo}, {hi}] the harness measured what "
                  "a plain loop measures."]
     if len(ratios):
         sentences.append(f"Ratios from {ratios.min():.3f} to {ratios.max():.3f}; {len(off)} outside the band.")
@@ -301,7 +301,7 @@ def failures_by_reason(df: pd.DataFrame) -> Finding:
 def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRESHOLD,
                     top1_threshold: float = DEFAULT_TOP1_THRESHOLD, check: pd.DataFrame | None = None,
                     exports: list[dict] | None = None) -> list[Finding]:
-    """check: the harness check's table (inferbench.harnesscheck), when the run made one;
+    """check: the harness check's table (inferbench.selfcheck.harnesscheck), when the run made one;
     exports: the run's export records (exports.json), for the sweep's clock."""
     df = prepared(summary)
     warning, check_section = harness_check(check)

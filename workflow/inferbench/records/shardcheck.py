@@ -1,5 +1,5 @@
 """A shard is not trusted by its file name: before aggregation, each one must be readable Parquet
-of the shard schema (`inferbench.schema`) whose rows are the cell its path names.
+of the shard schema (`inferbench.records.schema`) whose rows are the cell its path names.
 
 A shard copied over another, a file from another tool, a half-written or foreign Parquet file
 would otherwise end up in the summary as the cell its name claims (one cell twice, another
@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from inferbench.errors import UserError
-from inferbench.schema import SHARD_SCHEMA, STATUSES
+from inferbench.records.schema import SHARD_SCHEMA, STATUSES
 
 # shards/{model}/{backend}/{device}/{precision}/r{resolution}_b{batch}.parquet
 SHARD_NAME = re.compile(r"r(\d+)_b(\d+)\.parquet")

@@ -56,7 +56,7 @@ COSTS = [
     # running the GPU flat out until its SM clock was up, before loading and before the first call
     # (cuDNN's autotuner times its candidates there: at an idling clock it picks wrong)
     ("clock_spinup_s", pa.float64()),
-    # Where a cell's wall time goes (see inferbench.timebudget). Per cell, equal on its io rows,
+    # Where a cell's wall time goes (see inferbench.reporting.timebudget). Per cell, equal on its io rows,
     # except warmup_s, which is per io mode like timed_s.
     ("job_wall_s", pa.float64()),  # the cell's job, from its process start to its shard
     ("gpu_wait_s", pa.float64()),  # waiting for a free GPU (another job held it)
@@ -64,7 +64,7 @@ COSTS = [
     ("setup_s", pa.float64()),  # in the worker before loading: CUDA context, telemetry, inputs
     ("warmup_s", pa.float64()),  # this io mode's warm-up iterations
     ("reference_s", pa.float64()),  # the fp32 reference run for the accuracy check
-    # fresh: a fresh process; warm: the GPU's warm worker (inferbench.warm), which had run
+    # fresh: a fresh process; warm: the GPU's warm worker (inferbench.process.warm), which had run
     # worker_cells_before cells before this one
     ("gpu_worker", pa.string()),
     ("worker_cells_before", pa.int32()),

@@ -8,6 +8,7 @@ is allowed.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import re
@@ -19,7 +20,7 @@ import yaml
 
 from inferbench.errors import UserError
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 AXES = ("backends", "precisions", "resolutions", "batch_sizes", "io_modes")
 
 
@@ -107,7 +108,8 @@ def validate_structure(config: dict) -> dict:
 
 
 def validate_semantics(config: dict) -> None:
-    """Checks a JSON schema cannot express: known backends and their options, subsets, the model."""
+    """Checks a JSON schema cannot express: known backends and their options (alone and against
+    the grid), subsets, the model."""
     from inferbench.backends import KNOWN_BACKENDS, load_backend
 
     problems = []
@@ -116,7 +118,10 @@ def validate_semantics(config: dict) -> None:
             problems.append(f"backends.{name}: unknown backend; known backends: {', '.join(KNOWN_BACKENDS)}")
             continue
         try:
-            load_backend(name).parse_options(options or {})
+            backend = load_backend(name)
+            parsed = backend.parse_options(options or {})
+            if hasattr(backend, "check_sweep"):
+                backend.check_sweep(parsed, functools.partial(backend_axis, config, name))
         except UserError as exc:
             problems.append(f"backends.{name}: {exc}")
     for device, restriction in config.get("per_device", {}).items():
@@ -135,6 +140,13 @@ def validate_semantics(config: dict) -> None:
     check_weights(config["model"], config.get("weights"))
 
 
+def backend_axis(config: dict, backend: str, device: str, axis: str) -> list:
+    """A grid axis of the cells `backend` has on `device`; [] where it has none."""
+    if device not in config["devices"] or backend not in axis_for(config, device, "backends"):
+        return []
+    return axis_for(config, device, axis)
+
+
 def check_model_name(model: str) -> None:
     import torchvision
 
@@ -151,7 +163,7 @@ def check_model_name(model: str) -> None:
 def check_weights(model: str, weights: str | None) -> None:
     if weights is None:
         return
-    from inferbench.models import weights_file_status
+    from inferbench.sweep.models import weights_file_status
 
     ok, message = weights_file_status(model, weights)
     if not ok:

@@ -6,10 +6,10 @@ backend options describe, and times it with the simplest correct loop. If the ha
 warm workers, rounds, input rotation, telemetry thread, process reuse) changed what it measures,
 the two disagree.
 
-    python -m inferbench.bareloop --spec '{"backend": "pytorch", ...}'   prints one JSON line
+    python -m inferbench.selfcheck.bareloop --spec '{"backend": "pytorch", ...}'   prints one JSON line
 
 The loop: on a GPU, the clock is brought up first (cuDNN's autotuner times its candidates on the
-first call; see inferbench.gpu_clock for why), then at least WARMUP_ITERS calls of warm-up, then
+first call; see inferbench.measure.gpu_clock for why), then at least WARMUP_ITERS calls of warm-up, then
 at least TIMED_ITERS calls, each timed on its own (the seconds, at least the sweep's own
 warm-up and timed minimums, and on a GPU at least GPU_WARMUP_S and GPU_TIMED_S):
 CUDA events around the call and a synchronise after it (ONNX Runtime on its own stream: the wall
@@ -169,7 +169,7 @@ def clock_up(torch, seconds: float = CLOCK_UP_S) -> None:
 def host_launch_us(torch, launches: int = 400) -> float:
     """The host's cost of enqueuing one small kernel (median of 5 batches), just before the
     timed loop: a launch-bound cell moves with it. Written again rather than imported from
-    inferbench.gpu_clock: the bare loop shares no code with the harness it checks."""
+    inferbench.measure.gpu_clock: the bare loop shares no code with the harness it checks."""
     x = torch.zeros(1, device="cuda")
     torch.cuda.synchronize()
     costs = []
@@ -249,7 +249,7 @@ def measure(spec: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m inferbench.bareloop", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m inferbench.selfcheck.bareloop", description=__doc__.splitlines()[0])
     p.add_argument("--spec", required=True, help="JSON: model, seed, backend, precision, device, resolution, "
                                                  "batch_size, options, artifact (path or null), threads, "
                                                  "warmup_s, timed_s")

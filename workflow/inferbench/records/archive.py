@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from inferbench import schema
 from inferbench.errors import UserError
+from inferbench.records import schema
 
 FORMAT = "inferbench-archive/1"
 MANIFEST = "MANIFEST.json"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from inferbench import figures, findings, tables
 from inferbench.errors import UserError
+from inferbench.reporting import figures, findings, tables
 
 ENVIRONMENT_FIELDS = [
     ("GPU", "gpu_name"), ("NVIDIA driver", "driver_version"), ("CUDA", "cuda_version"),
@@ -312,7 +312,7 @@ def read_exports(path) -> list[dict] | None:
 def write_report(summary: pd.DataFrame, figures_dir, tables_dir=None, html_path=None, md_path=None,
                  config_path=None, cv_threshold: float = findings.DEFAULT_CV_THRESHOLD, harness_check_path=None,
                  exports_path=None) -> None:
-    from inferbench.harnesscheck import read_table
+    from inferbench.selfcheck.harnesscheck import read_table
 
     figures_dir = Path(figures_dir)
     config_text = read_config(config_path)
