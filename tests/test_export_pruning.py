@@ -76,11 +76,11 @@ def test_a_cell_waits_for_the_exports_still_running(tmp_path):
     """An export holds the host's exports lock shared while it runs; a cell waits until none does."""
     import time
 
-    from inferbench.devices import ExportsRunning
+    from inferbench.process.devices import ExportsRunning
 
     assert ExportsRunning.wait(tmp_path) == 0.0  # no export has run here
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from inferbench.devices import ExportsRunning\n"
+        "import sys, time; from inferbench.process.devices import ExportsRunning\n"
         f"with ExportsRunning({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(1.0)")],
         stdout=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
