@@ -385,7 +385,9 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
         + (f", SM clock {clock:.0f} MHz" if clock is not None else "")
         + (f", host launch {host['host_launch_us']:.1f} us" if "host_launch_us" in host else ""))
     return IoTiming(io=io, timer=setup.timer.name, measurement=m, stats=stats,
-                    settings_json=json.dumps(dict(spec.measurement, stopped_by=m.stopped_by), sort_keys=True),
+                    # the settings in force for this row: a later io mode warms up without the time floor
+                    settings_json=json.dumps(dict(spec.measurement, warmup_min_s=settings.warmup_min_s,
+                                                  stopped_by=m.stopped_by), sort_keys=True),
                     energy_j_per_image=j_per_image, power_w_mean=watts, gpu_busy_pct=busy, sm_clock_mhz_mean=clock,
                     host_launch_us=host.get("host_launch_us"))
 
