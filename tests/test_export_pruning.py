@@ -52,6 +52,16 @@ def test_no_gpu_no_cuda_exports_and_cells_still_record_why(tmp_path):
     # one ONNX file serves both resolutions
     assert exports == ["onnxruntime/precision-fp32_opset-17",
                        "torchscript/device-cpu_precision-fp32_layout-nchw"], dry.stdout[-3000:]
+    # every export before every cell: exports come first (priority) and need no more than a cell
+    jobs = dry.stdout.split("\nrule ")
+    exports_jobs = [j for j in jobs if j.startswith("export_artifact:")]
+    cells = [j for j in jobs if j.startswith("benchmark_cell:")]
+    assert len(exports_jobs) == 2 and all("priority: 100" in j for j in exports_jobs)
+    assert len(cells) == 52 and not any("priority:" in j for j in cells)
+    # the exports' record for the report, which no cell waits for
+    record = [j for j in jobs if j.startswith("exports_done:")]
+    assert len(record) == 1 and all(f"artifacts/resnet18/{e}.json" in record[0] for e in exports)
+    assert not any("exports.json" in j.split("output:")[0] for j in cells)
 
     # a cuda cell whose artifact was left out: its job runs and says why, in milliseconds
     shard = "results/shards/resnet18/onnxruntime/cuda/fp16/r32_b2.parquet"
@@ -60,3 +70,26 @@ def test_no_gpu_no_cuda_exports_and_cells_still_record_why(tmp_path):
     rows = pq.read_table(tmp_path / shard).to_pylist()
     assert rows and {(r["status"], r["reason"]) for r in rows} == {("skipped", NO_CUDA)}
     assert not (tmp_path / "results" / "artifacts").exists(), "nothing exported for it"
+
+
+def test_a_cell_waits_for_the_exports_still_running(tmp_path):
+    """An export holds the host's exports lock shared while it runs; a cell waits until none does."""
+    import time
+
+    from inferbench.process.devices import ExportsRunning
+
+    assert ExportsRunning.wait(tmp_path) == 0.0  # no export has run here
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from inferbench.process.devices import ExportsRunning\n"
+        f"with ExportsRunning({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(1.0)")],
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.perf_counter()
+        waited = ExportsRunning.wait(tmp_path)
+        assert waited > 0.3 and time.perf_counter() - start > 0.3
+        assert holder.wait(timeout=10) == 0
+    finally:
+        holder.kill()
+    with ExportsRunning(tmp_path), ExportsRunning(tmp_path):  # exports run several at once
+        pass

@@ -30,7 +30,7 @@ from sweep import BIN, REPO, TINY, _env, make_checkout, snakemake, stop_forkserv
 BACKENDS = ("pytorch", "torchscript", "onnxruntime", "torch_tensorrt", "torch_compile")
 VARIANT = "pytorch_cudagraphs"  # tiny.yaml's variant: {backend: pytorch, cuda_graphs: true}
 AGGREGATION_RULES = {"aggregate", "tables", "figures_per_resolution", "figures_overall", "report", "archive",
-                     "resolved_config", "harness_check", "all"}
+                     "resolved_config", "harness_check", "exports_done", "all"}
 
 pytestmark = pytest.mark.slow
 # tiny.yaml's ONNX files, one per precision serving both resolutions: fp32, and fp16 (for cuda

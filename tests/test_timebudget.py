@@ -60,3 +60,27 @@ def test_shards_without_phases_say_so():
     old = summary().drop(columns=["job_wall_s"])
     assert timebudget.breakdown(old).empty
     assert "No cell recorded its phases" in " ".join(findings.time_budget(old).sentences)
+
+
+def test_the_first_call_is_its_own_phase():
+    df = summary()
+    df["first_run_ms"] = 2000.0  # cuDNN's search on the first call, say
+    cells = timebudget.per_cell(df)
+    one = cells[cells["backend"] == "pytorch"].iloc[0]
+    assert one["first_run"] == 2.0 and one["other"] == pytest.approx(6.5)
+
+
+def test_the_sweep_clock_runs_from_the_first_export_to_the_last_bare_loop():
+    exports = [{"started_utc": "2026-11-28T09:59:50+00:00", "job_wall_s": 5.0},
+               {"started_utc": "2026-11-28T09:59:52+00:00", "job_wall_s": 4.0}]
+    check = pd.DataFrame({"started_utc": ["2026-11-28T10:01:15+00:00", "2026-11-28T10:01:16+00:00"],
+                          "check_s": [10.0, 19.0]})
+    clock = timebudget.sweep_clock(summary(), exports, check)
+    # exports 09:59:50-09:59:56, cells 10:00:00-10:01:10, bare loops 10:01:15-10:01:35
+    assert clock["wall_s"] == pytest.approx(105.0) and clock["cells_span_s"] == pytest.approx(70.0)
+    assert clock["serial_s"] == pytest.approx(35.0)
+    assert clock["exports_s"] == pytest.approx(6.0) and clock["check_s"] == pytest.approx(20.0)
+    text = " ".join(findings.time_budget(summary(), exports, check).sentences)
+    assert "The sweep's clock" in text and "about 105 s" in text and "35 s of it outside the cells' span" in text
+    # the cells alone: no clock beyond their span
+    assert timebudget.sweep_clock(summary()) is None

@@ -14,6 +14,7 @@ COMMANDS = {
     "validate": "validate",
     "cells": "cells",
     "export": "export",
+    "exports": "exports",
     "cell": "cell",
     "aggregate": "aggregate",
     "tables": "tables",

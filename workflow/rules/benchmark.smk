@@ -20,6 +20,7 @@ rule benchmark_cell:
         artifact=lambda wc, input: input.get("artifact", ""),
         lock_dir=f"{RESULTS}/.locks",
         reference_cache=f"{RESULTS}/.cache/reference",
+        compile_cache=f"{RESULTS}/.cache/torchinductor",
     log:
         f"{RESULTS}/logs/cells/{{model}}/{{backend}}/{{device}}/{{precision}}/r{{resolution}}_b{{batch}}.log",
     container:
@@ -32,5 +33,6 @@ rule benchmark_cell:
     # Every placeholder quoted (:q); `--artifact=` keeps an empty value (no artifact) one argument.
     shell:
         "python -m inferbench cell --spec {params.spec:q} --artifact={params.artifact:q} "
-        "--lock-dir {params.lock_dir:q} --reference-cache {params.reference_cache:q} --out {output.shard:q} "
+        "--lock-dir {params.lock_dir:q} --reference-cache {params.reference_cache:q} "
+        "--compile-cache {params.compile_cache:q} --out {output.shard:q} "
         "> {log:q} 2>&1"

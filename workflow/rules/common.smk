@@ -104,6 +104,29 @@ def all_cores():
         return 1
 
 
+def gpu_tokens():
+    """The `gpu` tokens this run was given (--resources gpu=K): how many GPU cells run at once."""
+    try:
+        value = workflow.global_resources.get("gpu")
+        return int(getattr(value, "value", value) or 0)
+    except Exception:
+        return 0
+
+
+# The harness check measures on as many GPUs as the run has tokens (environment: reruns nothing).
+os.environ.update(INFERBENCH_GPU_TOKENS=str(max(1, gpu_tokens())))
+
+# With K GPU cells at once, Inductor's compile workers of one cell share the host with the other
+# K-1 cells (timed or compiling): each compilation gets its share of the cores, not all of them
+# (by default it starts one worker per core). With one GPU nothing runs beside a compilation, and
+# all cores shorten it. Set in the environment (not a parameter): the GPU count reruns nothing.
+if gpu_tokens() > 1:
+    try:
+        os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(max(1, workflow.cores // gpu_tokens())))
+    except Exception:  # a dry run without --cores
+        pass
+
+
 def shard_path(cell):
     return (f"{RESULTS}/shards/{cell.model}/{cell.backend}/{cell.device}/{cell.precision}/"
             f"r{cell.resolution}_b{cell.batch_size}.parquet")
@@ -162,6 +185,14 @@ def will_skip(cell):
         return None
     return known_skip(cell, options_of(config, cell.backend), cuda_visible, libraries=how["libraries"],
                       backend=backend_of(config, cell.backend))
+
+
+EXPORTS_RECORD = f"{RESULTS}/exports.json"
+
+
+def loaded_manifests():
+    """The export manifests some cell will load (those left out for a known skip are not made)."""
+    return sorted({CELL_ARTIFACT[c] for c in CELLS if c in CELL_ARTIFACT and not will_skip(c)})
 
 
 def cell_inputs(wc):

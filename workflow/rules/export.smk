@@ -15,10 +15,35 @@ rule export_artifact:
         f"{RESULTS}/logs/export/{{model}}/{{backend}}/{{artifact}}.log",
     container:
         config["container"]
-    threads: lambda wc: all_cores()
+    # Every export before the first cell, several at once, none beside a timed cell. They are all
+    # ready when the run starts and come first (priority); each needs no more than any cell (one
+    # core; one built on a GPU, a GPU token too, and it claims that GPU, since a TensorRT build
+    # times its kernels there), so no cell is started while an export waits. A cell that starts
+    # while the last exports still run waits for them (inferbench.process.devices.ExportsRunning).
+    priority: 100
+    threads: 1
     resources:
-        # a GPU only for artifacts built on one (TorchScript on cuda, TensorRT engines); `threads`
-        # above takes every core, so an export never runs beside a timed cell
         gpu=lambda wc: 1 if export_device(wc) == "cuda" else 0,
     shell:
         "python -m inferbench export --spec {params.spec:q} --out {output.manifest:q} > {log:q} 2>&1"
+
+
+localrules:
+    exports_done,
+
+
+# The exports' record (status, start, wall time of each), for the sweep's clock in the report. No
+# cell depends on it: a shared input would make a cell rerun when an export it does not load is
+# made again.
+rule exports_done:
+    conda:
+        CONDA_ENV
+    input:
+        manifests=lambda wc: loaded_manifests(),
+        code=job_code("exports"),
+    output:
+        record=EXPORTS_RECORD,
+    log:
+        f"{RESULTS}/logs/exports.log",
+    shell:
+        "python -m inferbench exports --manifests {input.manifests:q} --out {output.record:q} > {log:q} 2>&1"

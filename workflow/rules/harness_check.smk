@@ -19,10 +19,11 @@ rule harness_check:
         f"{RESULTS}/logs/harness_check.log",
     container:
         config["container"]
-    # Alone on the machine, as a timed cell is, and on a GPU when the sweep has GPU cells.
+    # Alone on the machine, as a timed cell is, with every GPU token when the sweep has GPU cells:
+    # its bare loops measure one per GPU, as the cells did.
     threads: lambda wc: all_cores()
     resources:
-        gpu=1 if "cuda" in config["devices"] else 0,
+        gpu=lambda wc: max(1, gpu_tokens()) if "cuda" in config["devices"] else 0,
     shell:
         "python -m inferbench harness-check --summary {input.summary:q} --config {input.config:q} "
         "--results {params.results:q} --lock-dir {params.lock_dir:q} --out {output.csv:q} > {log:q} 2>&1"

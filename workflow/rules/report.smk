@@ -23,6 +23,7 @@ rule report:
         figures=figure_targets(),
         config=f"{RESULTS}/config.resolved.yaml",
         harness_check=f"{RESULTS}/harness_check.csv",
+        exports=EXPORTS_RECORD,
         code=job_code("report"),
     output:
         html=report(f"{RESULTS}/report.html", caption="../report/report.rst", category="Report"),
@@ -35,6 +36,7 @@ rule report:
     shell:
         "python -m inferbench report --summary {input.summary:q} --figures-dir {params.figures_dir:q} "
         "--tables-dir {params.tables_dir:q} --config {input.config:q} --harness-check {input.harness_check:q} "
+        "--exports {input.exports:q} "
         "--html {output.html:q} --md {output.md:q} > {log:q} 2>&1"
 
 

@@ -19,6 +19,8 @@ def add_arguments(p):
     p.add_argument("--lock-dir", default="results/.locks", help="where GPU claim locks live")
     p.add_argument("--reference-cache", default="",
                    help="folder where cells share the fp32 reference logits of their inputs (default: none)")
+    p.add_argument("--compile-cache", default="",
+                   help="folder for torch.compile's on-disk caches (default: the system's temporary folder)")
     p.add_argument("--worker", action="store_true", help=argparse_hidden())
     # set by the job for its worker: when the job's process started (Unix time), its GPU wait
     p.add_argument("--job-started-at", type=float, default=None, help=argparse_hidden())
@@ -109,19 +111,27 @@ def run_isolated(args, spec, started_at: float) -> int:
     """Run the cell in a worker process, which writes the whole shard (this job's times
     included, see job_times); this process only writes one when the worker could not.
     It imports no Parquet library on that path: ~0.5 s of every job on a 2-core VM."""
-    from inferbench.process.devices import GpuClaim
+    from inferbench.process.devices import ExportsRunning, GpuClaim
     from inferbench.process.isolation import run_inferbench
 
+    # never beside an export (the workflow starts every export first; the last may still run)
+    exports_wait_s = ExportsRunning.wait(args.lock_dir)
+    if exports_wait_s > 0.05:
+        print(f"[inferbench cell] waited {exports_wait_s:.1f} s for the exports", file=sys.stderr, flush=True)
     tmp = f"{args.out}.worker"
     argv = ["cell", "--worker", "--spec", args.spec, "--artifact", args.artifact, "--out", tmp,
             "--reference-cache", args.reference_cache, "--job-started-at", repr(started_at)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if args.compile_cache:
+        from inferbench.process.compilecache import cache_env
+
+        env.update(cache_env(args.compile_cache))
     gpu_wait_s = None
     if spec.cell.device == "cuda":
         # Own one GPU for the whole cell: never two timed cells on one device.
         waiting = time.perf_counter()
         with GpuClaim(args.lock_dir) as claim:
-            gpu_wait_s = time.perf_counter() - waiting
+            gpu_wait_s = time.perf_counter() - waiting + exports_wait_s
             argv += ["--gpu-wait-s", repr(gpu_wait_s)]
             env["CUDA_VISIBLE_DEVICES"] = claim.gpu
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # CUDA's numbering = NVML's, for telemetry

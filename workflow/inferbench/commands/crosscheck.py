@@ -1,10 +1,23 @@
 """Cross-check the harness against a bare timing loop, in one process, for one cell.
 
-The harness (rotation of input buffers, adaptive iteration count, telemetry threads, per-io
-bookkeeping) must not change what it measures. This times the same loaded model twice:
-through `inferbench.measure.timing.measure` exactly as a cell does, and with the simplest correct loop
-(CUDA events around each call, or the wall clock around call + synchronize for ONNX Runtime
-with its own session and default stream), then prints both and their ratio.
+The harness (rotation of input buffers, adaptive iteration count, rounds, telemetry threads)
+must not change what it measures. This times one loaded model twice and prints both and their
+ratio.
+
+The harness side runs a cell's own phases (inferbench.measure.phases), so it shares with a cell:
+the device set-up (CPU threads, the cell's CUDA stream, the CUDA-event timer), the inputs (the
+same seeded batches, drawn on the GPU, `num_buffers` of them), the load with the config's backend
+options (and --set), the first call, and the io=device warm-up and timed window with its rounds
+and statistics (time_io_mode). It does not share: the worker process (this runs in the command's
+own process, with no fork server, warm worker or GPU claim), NVML unless --telemetry (without it
+there is no sampler and no clock spin-up before the first call and the timing), io=host, the
+memory peaks and the accuracy check; it writes no shard.
+
+The bare side is the simplest correct loop: CUDA events around each call of the same loaded
+model on the first input buffer, on the same stream; for ONNX Runtime with io_binding, a session
+of its own with the CUDA provider's defaults and its own stream, timed by the wall clock around
+run + synchronize. For a check that shares no code with the harness, in fresh processes, see
+inferbench.selfcheck.bareloop (the sweep's harness check).
 """
 
 from __future__ import annotations
@@ -114,16 +127,17 @@ def bare_ort_loop(artifact: str, x, precision: str, iters: int, warmup: int = 20
     return times
 
 
-def run(args) -> int:
+def cell_to_check(args):
+    """(spec, backend, parsed options) of the cell the arguments name, or a UserError saying why
+    it cannot be checked."""
+    import dataclasses
+
     import torch
 
     from inferbench.backends import load_backend
-    from inferbench.backends.base import LoadContext, options_json, torch_dtype
     from inferbench.errors import UserError
-    from inferbench.measure.cellrun import GpuTelemetry, default_threads
-    from inferbench.measure.timing import CudaEventTimer, Settings, measure
-    from inferbench.sweep.config import Cell, backend_of, load_config, measurement_for
-    from inferbench.sweep.models import build_model
+    from inferbench.sweep.config import Cell, backend_of, load_config
+    from inferbench.sweep.spec import cell_spec_for
 
     if args.device != "cuda" or not torch.cuda.is_available():
         raise UserError("crosscheck compares CUDA timings: it needs --device cuda and a CUDA device")
@@ -133,41 +147,51 @@ def run(args) -> int:
     cell = Cell(config["model"], args.backend, args.device, args.precision, args.resolution, args.batch)
     impl = backend_of(config, args.backend)
     backend = load_backend(impl)
-    raw = backend_options(config, args.backend, args.overrides)
-    options = backend.parse_options(raw)
+    raw_options = backend_options(config, args.backend, args.overrides)
+    options = backend.parse_options(raw_options)
     reason = backend.unsupported(cell, options)
     if reason:
         raise UserError(f"this cell cannot run: {reason}")
-    overridden = dict(config, backends=dict(config["backends"], **{args.backend: dict(raw, backend=impl)}))
-    artifact = _artifact(overridden, cell, backend, options)
-    load_started = time.perf_counter()
-    runner = backend.load(LoadContext(cell=cell, options=options, artifact_path=artifact, threads=default_threads(),
-                                      build_model=lambda: build_model(config["model"], config.get("weights"), config["seed"])))
-    load_s = time.perf_counter() - load_started
-    gen = torch.Generator().manual_seed(config["seed"])
-    x = torch.randn(args.batch, 3, args.resolution, args.resolution, generator=gen).to("cuda", torch_dtype(args.precision))
-    prepared = [runner.prepare(x.clone()) for _ in range(measurement_for(config, "cuda").get("num_buffers", 4))]
+    # the --set overrides may change the artifact: it is looked up (or exported) with them
+    config = dict(config, backends=dict(config["backends"], **{args.backend: dict(raw_options, backend=impl)}))
+    return config, dataclasses.replace(cell_spec_for(config, cell), options=raw_options), backend, options
 
-    counter = [0]
 
-    def step():
-        counter[0] = (counter[0] + 1) % len(prepared)
-        runner.run(prepared[counter[0]])
+def run(args) -> int:
+    import contextlib
 
+    import torch
+
+    from inferbench.backends.base import options_json
+    from inferbench.measure.phases import (GpuTelemetry, cell_threads, draw_inputs, first_call, load_runner,
+                                           setup_device, time_io_mode)
+    from inferbench.measure.timing import Settings
+
+    config, spec, backend, options = cell_to_check(args)
+    artifact = _artifact(config, spec.cell, backend, options)
+    threads = cell_threads(spec)
     telemetry = GpuTelemetry() if args.telemetry else None
-    if telemetry:
-        telemetry.start()
-    try:
-        harness = measure(step, CudaEventTimer(), Settings.from_config(measurement_for(config, "cuda")))
-    finally:
+    with contextlib.ExitStack() as stack:
+        setup = setup_device(spec, threads, telemetry, stack)
+        inputs = draw_inputs(spec, setup)
+        loaded = load_runner(spec, backend, options, artifact, threads, inputs)
         if telemetry:
-            telemetry.stop()
-    if impl == "onnxruntime" and options.io_binding:
-        bare = bare_ort_loop(artifact, x, args.precision, args.iters)
-        bare_kind = "ONNX Runtime session with default provider options, wall clock around run + synchronize"
-    else:
-        bare = bare_torch_loop(runner.run, prepared[0], args.iters)
-        bare_kind = "CUDA events around each call of the loaded model"
+            telemetry.start()
+        try:
+            first_call(loaded, setup, telemetry)
+            harness = time_io_mode("device", spec, loaded, inputs, setup, Settings.from_config(spec.measurement),
+                                   telemetry).measurement
+        finally:
+            if telemetry:
+                telemetry.stop()
+        # still on the cell stream: the bare loop's events bracket the same stream the runner uses
+        if spec.impl == "onnxruntime" and options.io_binding:
+            bare = bare_ort_loop(artifact, inputs.device[0], args.precision, args.iters)
+            bare_kind = "ONNX Runtime session with default provider options, wall clock around run + synchronize"
+        else:
+            bare = bare_torch_loop(loaded.runner.run, loaded.prepared[0], args.iters)
+            bare_kind = "CUDA events around each call of the loaded model"
+    runner, load_s = loaded.runner, loaded.load_s
     h_ms, b_ms = statistics.median(harness.latencies_ms), statistics.median(bare)
     result = {"backend": args.backend, "precision": args.precision, "resolution": args.resolution, "batch": args.batch,
               "harness_median_ms": h_ms, "harness_ips": args.batch / h_ms * 1000, "harness_iters": len(harness.latencies_ms),
@@ -176,14 +200,20 @@ def run(args) -> int:
               "backend_options": options_json(options), "facts": dict(runner.facts),
               "load_s": load_s, "compile_s": runner.compile_s, "harness_with_nvml_sampling": bool(args.telemetry),
               "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    print_result(result, args)
+    sys.stdout.flush()
+    return 0
+
+
+def print_result(result: dict, args) -> None:
+    """Both timings and their ratio for a person; --json appends the result for a machine."""
+    h_ms, b_ms, load_s, compile_s = result["harness_median_ms"], result["bare_median_ms"], result["load_s"], result["compile_s"]
     print(f"{args.backend} {args.precision} {args.resolution}px batch {args.batch} on {result['gpu']}")
     print(f"  options: {result['backend_options']}; loaded in {load_s:.1f} s"
-          + (f" (compile {runner.compile_s:.1f} s)" if runner.compile_s else ""))
-    print(f"  harness{' (NVML sampled beside it)' if args.telemetry else ''}: median {h_ms:.3f} ms  {result['harness_ips']:,.0f} images/s  ({len(harness.latencies_ms)} iterations)")
-    print(f"  bare:    median {b_ms:.3f} ms  {result['bare_ips']:,.0f} images/s  ({len(bare)} iterations; {bare_kind})")
+          + (f" (compile {compile_s:.1f} s)" if compile_s else ""))
+    print(f"  harness{' (NVML sampled beside it)' if args.telemetry else ''}: median {h_ms:.3f} ms  {result['harness_ips']:,.0f} images/s  ({result['harness_iters']} iterations)")
+    print(f"  bare:    median {b_ms:.3f} ms  {result['bare_ips']:,.0f} images/s  ({result['bare_iters']} iterations; {result['bare_loop']})")
     print(f"  harness/bare throughput ratio: {result['harness_over_bare_throughput']:.3f}")
     if args.json:
         with open(args.json, "a") as f:
             f.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0

@@ -23,6 +23,17 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="the manifest to write (.json); the artifact is written beside it")
     p.add_argument("--timeout", type=float, default=3600.0)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    # set by the job for its worker: when the job's process started (Unix time)
+    p.add_argument("--job-started-at", type=float, default=None, help=argparse.SUPPRESS)
+
+
+def job_times(started_at: float) -> dict:
+    """When the export's job started and how long it took (to its manifest): the sweep's clock
+    (inferbench.reporting.timebudget) places the exports before the cells from these."""
+    from datetime import datetime, timezone
+
+    return {"started_utc": datetime.fromtimestamp(started_at, timezone.utc).isoformat(timespec="seconds"),
+            "job_wall_s": max(0.0, time.time() - started_at)}
 
 
 def write_manifest(path: str, manifest: dict) -> None:
@@ -34,8 +45,10 @@ def write_manifest(path: str, manifest: dict) -> None:
 def run(args) -> int:
     from inferbench.backends import load_backend
     from inferbench.backends.base import Skip
+    from inferbench.measure.timing import process_age_s
     from inferbench.sweep.spec import ExportSpec
 
+    started_at = args.job_started_at or time.time() - process_age_s()
     spec = ExportSpec.from_json(args.spec)
     backend = load_backend(spec.backend)
     artifact = str(Path(args.out).with_suffix(backend.ARTIFACT_SUFFIX))
@@ -43,7 +56,7 @@ def run(args) -> int:
                 "seed": spec.seed, "batch_sizes": spec.batch_sizes}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if not args.worker:
-        return run_isolated(args, manifest)
+        return run_isolated(args, manifest, spec, started_at)
     try:
         options = backend.parse_options(spec.options)
         start = time.perf_counter()
@@ -57,22 +70,38 @@ def run(args) -> int:
     except Exception as exc:
         traceback.print_exc()
         manifest.update(status="error", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500])
-    write_manifest(args.out, manifest)
+    write_manifest(args.out, dict(manifest, **job_times(started_at)))
     from inferbench.process.isolation import exit_worker
 
     exit_worker(0)
 
 
-def run_isolated(args, manifest: dict) -> int:
+def run_isolated(args, manifest: dict, spec, started_at: float) -> int:
+    import contextlib
+
+    from inferbench.backends.base import Skip
+    from inferbench.process.devices import ExportsRunning, GpuClaim
     from inferbench.process.isolation import run_inferbench
 
-    argv = ["export", "--worker", "--spec", args.spec, "--out", args.out]
+    argv = ["export", "--worker", "--spec", args.spec, "--out", args.out, "--job-started-at", repr(started_at)]
     lock_dir = str(Path(args.out).parents[3] / ".locks")  # results/artifacts/MODEL/BACKEND/x.json
-    result = run_inferbench(argv, args.timeout, dict(os.environ, PYTHONUNBUFFERED="1"), lock_dir)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(ExportsRunning(lock_dir))  # no cell starts while an export runs
+        if spec.device == "cuda":
+            # Exports run several at once (never beside a timed cell): one built on a GPU has that
+            # GPU to itself, as a cell does, since a TensorRT build times its candidate kernels.
+            try:
+                claim = stack.enter_context(GpuClaim(lock_dir))
+                env.update(CUDA_VISIBLE_DEVICES=claim.gpu, CUDA_DEVICE_ORDER="PCI_BUS_ID")
+            except Skip:
+                pass  # no GPU here: the export itself records that
+        result = run_inferbench(argv, args.timeout, env, lock_dir)
     if result.stopped_from_outside:
         # as for a cell (commands/cell.py): a killed export leaves no manifest, so it runs again
         print(f"[inferbench export] error: {result.describe()}. No manifest written: run snakemake again.", file=sys.stderr)
         return 1
     if not result.ok or not Path(args.out).exists():
-        write_manifest(args.out, dict(manifest, status="error", reason=result.describe() or "the export wrote no manifest"))
+        write_manifest(args.out, dict(manifest, status="error", reason=result.describe() or "the export wrote no manifest",
+                                      **job_times(started_at)))
     return 0

@@ -18,10 +18,13 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    import contextlib
+
     import pandas as pd
     import yaml
 
-    from inferbench.process.devices import GpuClaim
+    from inferbench.process.compilecache import cache_env
+    from inferbench.process.devices import GpuClaim, candidate_gpus
     from inferbench.selfcheck.harnesscheck import check, outside_band, RATIO_BAND
 
     config = yaml.safe_load(Path(args.config).read_text())
@@ -31,13 +34,22 @@ def run(args) -> int:
         print(f"[inferbench harness-check] {msg}", file=sys.stderr, flush=True)
 
     needs_gpu = ((summary["device"] == "cuda") & (summary["status"] == "ok")).any()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the cells' compile caches: a torch_compile bare loop compiles what its cell compiled
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **cache_env(Path(args.results) / ".cache" / "torchinductor"))
     if needs_gpu:
-        # The same claim as a timed cell: nothing else is timed on this GPU meanwhile.
-        with GpuClaim(args.lock_dir) as claim:
-            env.update(CUDA_VISIBLE_DEVICES=claim.gpu, CUDA_DEVICE_ORDER="PCI_BUS_ID")
-            log(f"claimed GPU {claim.gpu}")
-            table = check(summary, config, Path(args.results), env, progress=log)
+        # The same claim as a timed cell: nothing else is timed on these GPUs meanwhile. As many
+        # GPUs as the run was given GPU tokens (INFERBENCH_GPU_TOKENS, set by the workflow): the
+        # bare loops then measure one per GPU, as the cells did.
+        want = max(1, int(os.environ.get("INFERBENCH_GPU_TOKENS") or 1))
+        with contextlib.ExitStack() as stack:
+            claims = [stack.enter_context(GpuClaim(args.lock_dir))]
+            for _ in range(want - 1):
+                if len(claims) >= len(candidate_gpus()):
+                    break
+                claims.append(stack.enter_context(GpuClaim(args.lock_dir)))
+            gpus = [c.gpu for c in claims]
+            log(f"claimed GPU {', '.join(gpus)}")
+            table = check(summary, config, Path(args.results), env, progress=log, gpus=gpus)
     else:
         table = check(summary, config, Path(args.results), env, progress=log)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--md", help="Markdown output; figures are referenced by relative path")
     parser.add_argument("--config", help="resolved configuration YAML to include verbatim")
     parser.add_argument("--harness-check", help="harness_check.csv of the run (inferbench harness-check)")
+    parser.add_argument("--exports", help="exports.json of the run (inferbench exports): the sweep's clock")
     parser.add_argument("--cv-threshold", type=float, default=0.05,
                         help="latency cv (std/mean) above which a cell is called noisy (default 0.05)")
 
@@ -26,7 +27,8 @@ def run(args) -> int:
         raise UserError("nothing to write: give --html and/or --md")
     summary = read_summary(args.summary)
     report.write_report(summary, args.figures_dir, args.tables_dir, args.html, args.md, args.config,
-                        cv_threshold=args.cv_threshold, harness_check_path=args.harness_check)
+                        cv_threshold=args.cv_threshold, harness_check_path=args.harness_check,
+                        exports_path=args.exports)
     for path in (args.html, args.md):
         if path:
             print(path)

@@ -88,3 +88,40 @@ class GpuClaim:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+class ExportsRunning:
+    """Exports and timed cells never overlap on a host. Every export holds this lock shared while
+    it runs (`with ExportsRunning(lock_dir)`); a cell, before it claims a GPU or starts its worker,
+    waits until no export holds it (`ExportsRunning.wait(lock_dir)`). The workflow starts every
+    export before the first cell (priority); this covers the last exports still running when the
+    first cell starts. One lock per host: on a cluster, exports on other nodes disturb no one."""
+
+    def __init__(self, lock_dir: str | Path):
+        self.path = Path(lock_dir) / f"{socket.gethostname()}-exports.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> "ExportsRunning":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+
+    @staticmethod
+    def wait(lock_dir: str | Path) -> float:
+        """Block until no export runs on this host; the seconds waited."""
+        path = Path(lock_dir) / f"{socket.gethostname()}-exports.lock"
+        if not path.exists():
+            return 0.0
+        start = time.perf_counter()
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        finally:
+            os.close(fd)
+        return time.perf_counter() - start

@@ -92,7 +92,21 @@ def connect_or_start(lock_dir: str | Path, wait_s: float = 120.0) -> socket.sock
     s = _connect(path)
     if s:
         return s
-    _start_server(path, Path(lock_dir).resolve())
+    # Jobs that start together (exports run several at once) start one server, not one each: the
+    # first to hold this lock starts it and waits for it; the others then find it running.
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".start", "w") as starting:
+        fcntl.flock(starting, fcntl.LOCK_EX)
+        s = _connect(path)
+        if s:
+            return s
+        _start_server(path, Path(lock_dir).resolve())
+        return _wait_for_server(path, wait_s)
+
+
+def _wait_for_server(path: Path, wait_s: float) -> socket.socket:
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         time.sleep(0.2)

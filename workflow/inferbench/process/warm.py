@@ -20,7 +20,7 @@ What it gives up, and how that is kept honest:
   * What stays: imported libraries, the CUDA context and the kernels loaded into it, and
     cuDNN's per-shape algorithm choices (benchmark mode): a later cell of the same shape skips
     that search, which shows in `first_run_ms`, never in the timed window (warm-up comes first).
-  * Every cell uses the process's one side stream (inferbench.measure.cellrun.cell_stream): cuBLAS keeps
+  * Every cell uses the process's one side stream (inferbench.measure.phases.cell_stream): cuBLAS keeps
     a workspace per stream, which `release` also frees.
   * Process-wide peaks are per cell: the PyTorch allocator's peak is reset, the host RSS peak is
     reset through /proc/self/clear_refs (null where that is refused), and the NVML GPU memory

@@ -338,8 +338,10 @@ def failures_by_reason(df: pd.DataFrame) -> Finding:
 
 
 def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRESHOLD,
-                    top1_threshold: float = DEFAULT_TOP1_THRESHOLD, check: pd.DataFrame | None = None) -> list[Finding]:
-    """check: the harness check's table (inferbench.selfcheck.harnesscheck), when the run made one."""
+                    top1_threshold: float = DEFAULT_TOP1_THRESHOLD, check: pd.DataFrame | None = None,
+                    exports: list[dict] | None = None) -> list[Finding]:
+    """check: the harness check's table (inferbench.selfcheck.harnesscheck), when the run made one;
+    exports: the run's export records (exports.json), for the sweep's clock."""
     df = prepared(summary)
     warning, check_section = harness_check(check)
     items = [
@@ -354,12 +356,12 @@ def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRE
         round_spread(df),
         check_section,
         failures_by_reason(df),
-        time_budget(summary),
+        time_budget(summary, exports, check),
     ]
     return [f for f in items if f is not None]
 
 
-def time_budget(summary: pd.DataFrame) -> Finding:
-    table, sentences = timebudget.summarize(summary)
+def time_budget(summary: pd.DataFrame, exports: list[dict] | None = None, check: pd.DataFrame | None = None) -> Finding:
+    table, sentences = timebudget.summarize(summary, exports, check)
     return Finding("Where the time went (seconds, summed over cells)", sentences,
                    table.round(1) if not table.empty else None)

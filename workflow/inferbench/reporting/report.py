@@ -300,8 +300,19 @@ def read_config(path) -> str | None:
     return path.read_text(encoding="utf-8")
 
 
+def read_exports(path) -> list[dict] | None:
+    """The run's export records (`inferbench exports`), or None where there is no such file."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("exports", [])
+
+
 def write_report(summary: pd.DataFrame, figures_dir, tables_dir=None, html_path=None, md_path=None,
-                 config_path=None, cv_threshold: float = findings.DEFAULT_CV_THRESHOLD, harness_check_path=None) -> None:
+                 config_path=None, cv_threshold: float = findings.DEFAULT_CV_THRESHOLD, harness_check_path=None,
+                 exports_path=None) -> None:
     from inferbench.selfcheck.harnesscheck import read_table
 
     figures_dir = Path(figures_dir)
@@ -309,7 +320,8 @@ def write_report(summary: pd.DataFrame, figures_dir, tables_dir=None, html_path=
     resolutions = sorted(int(r) for r in summary["resolution"].dropna().unique())
     figure_paths = figure_list(figures_dir, resolutions)
     check = read_table(harness_check_path) if harness_check_path else None
-    items = findings.derive_findings(summary, cv_threshold=cv_threshold, check=check)
+    exports = read_exports(exports_path) if exports_path else None
+    items = findings.derive_findings(summary, cv_threshold=cv_threshold, check=check, exports=exports)
     if html_path:
         Path(html_path).parent.mkdir(parents=True, exist_ok=True)
         Path(html_path).write_text(html_report(summary, items, figure_paths, config_text), encoding="utf-8")

@@ -8,10 +8,20 @@ Phases of one cell's job (columns of the shard, see inferbench.records.schema):
   setup_s         CUDA context, telemetry, input buffers
   load            load_s minus compile_s: model, artifact, session
   compile_s       JIT / ahead-of-time compilation
+  first_run       the first call (first_run_ms): cuDNN's per-shape algorithm search
+                  (`cudnn.benchmark`), ONNX Runtime's convolution search (EXHAUSTIVE); in the
+                  H200 record most of what was otherwise "other" (pytorch and torchscript fp32)
   warmup_s        warm-up iterations, every io mode
   timed_s         the timed windows, every io mode
   reference_s     the fp32 reference run of the accuracy check
-  other           the rest of job_wall_s: the job's own start, the first run, telemetry, shards
+  other           the rest of job_wall_s: the job's own start, telemetry, io=host buffers, shards
+
+And the sweep's own clock (`sweep_clock`): from the first job's start (an export or a cell) to
+the last end among exports, cells and the harness check's bare loops, and the part of it outside
+the cells' span (exports, the harness check, and gaps between jobs inside the span), from the
+shards' timestamps, the exports' record (exports.json) and the harness check's table. Snakemake's
+start (building the DAG) and the tables, figures, report and archive come after or before those
+and are not in it.
 """
 
 from __future__ import annotations
@@ -26,13 +36,15 @@ PHASES = [
     ("setup_s", "setup"),
     ("load", "load"),
     ("compile_s", "compile"),
+    ("first_run", "first call"),
     ("warmup_s", "warm-up"),
     ("timed_s", "timed"),
     ("reference_s", "reference"),
     ("other", "other"),
 ]
 PER_IO = ("warmup_s", "timed_s")  # one value per io row; everything else is per cell
-PER_CELL = ("job_wall_s", "gpu_wait_s", "worker_start_s", "setup_s", "load_s", "compile_s", "reference_s")
+PER_CELL = ("job_wall_s", "gpu_wait_s", "worker_start_s", "setup_s", "load_s", "compile_s", "first_run_ms",
+            "reference_s")
 
 
 def per_cell(summary: pd.DataFrame) -> pd.DataFrame:
@@ -48,6 +60,7 @@ def per_cell(summary: pd.DataFrame) -> pd.DataFrame:
     cells = df.groupby(key, dropna=False).agg(
         {**{c: "first" for c in PER_CELL}, **{c: "sum" for c in PER_IO}, "timestamp_utc": "min"}).reset_index()
     cells["load"] = (cells["load_s"] - cells["compile_s"]).clip(lower=0.0)
+    cells["first_run"] = cells["first_run_ms"] / 1000.0
     known = [p for p, _ in PHASES if p != "other"]
     cells["other"] = (cells["job_wall_s"] - cells[known].sum(axis=1)).clip(lower=0.0)
     return cells
@@ -64,11 +77,67 @@ def cells_span_s(summary: pd.DataFrame) -> float | None:
     return _span_s(per_cell(summary))
 
 
-def summarize(summary: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """The breakdown table and the sentences that read it, from one pass over the cells."""
+def summarize(summary: pd.DataFrame, exports: list[dict] | None = None,
+              check: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The breakdown table and the sentences that read it, from one pass over the cells; with the
+    exports' record and the harness check's table, the sweep's clock too."""
     cells = per_cell(summary)
     table = _breakdown(cells)
-    return table, _sentences(table, _span_s(cells))
+    sentences = _sentences(table, _span_s(cells))
+    clock = _clock(cells, exports, check)
+    if clock and table is not None and not table.empty:
+        sentences.append(_clock_sentence(clock))
+    return table, sentences
+
+
+def sweep_clock(summary: pd.DataFrame, exports: list[dict] | None = None,
+                check: pd.DataFrame | None = None) -> dict | None:
+    """The sweep's wall time from its jobs' own records (seconds; see the module's docstring):
+    wall_s, cells_span_s, serial_s (wall_s minus the cells' span), exports_s (first export's
+    start to the last one's end), check_s (the harness check's bare loops, start to end)."""
+    return _clock(per_cell(summary), exports, check)
+
+
+def _intervals(starts, seconds) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    start = pd.to_datetime(pd.Series(list(starts), dtype=object), utc=True, errors="coerce")
+    secs = pd.to_numeric(pd.Series(list(seconds), dtype=object), errors="coerce").fillna(0.0)
+    ok = start.notna()
+    if not ok.any():
+        return None
+    end = start[ok] + pd.to_timedelta(secs[ok].to_numpy(), unit="s")
+    return start[ok].min(), end.max()
+
+
+def _clock(cells: pd.DataFrame, exports: list[dict] | None, check: pd.DataFrame | None) -> dict | None:
+    spans = {}
+    if not cells.empty:
+        spans["cells"] = _intervals(cells["timestamp_utc"], cells["job_wall_s"])
+    if exports:
+        spans["exports"] = _intervals([e.get("started_utc") for e in exports], [e.get("job_wall_s") for e in exports])
+    if check is not None and not check.empty and "started_utc" in check.columns:
+        spans["check"] = _intervals(check["started_utc"], check["check_s"])
+    spans = {k: v for k, v in spans.items() if v is not None}
+    if "cells" not in spans or len(spans) < 2:
+        return None  # the cells alone: their span is already said
+    first = min(v[0] for v in spans.values())
+    last = max(v[1] for v in spans.values())
+    seconds = {k: float((v[1] - v[0]).total_seconds()) for k, v in spans.items()}
+    wall = float((last - first).total_seconds())
+    return {"wall_s": wall, "cells_span_s": seconds["cells"], "serial_s": wall - seconds["cells"],
+            "exports_s": seconds.get("exports"), "check_s": seconds.get("check"),
+            "first_start_utc": first.isoformat(), "last_end_utc": last.isoformat()}
+
+
+def _clock_sentence(clock: dict) -> str:
+    parts = [f"the cells {clock['cells_span_s']:,.0f} s"]
+    if clock.get("exports_s") is not None:
+        parts.insert(0, f"the exports {clock['exports_s']:,.0f} s")
+    if clock.get("check_s") is not None:
+        parts.append(f"the harness check {clock['check_s']:,.0f} s")
+    return (f"The sweep's clock, from its first job's start to its last measurement's end: about "
+            f"{clock['wall_s']:,.0f} s ({', '.join(parts)}, each from its first start to its last end); "
+            f"{clock['serial_s']:,.0f} s of it outside the cells' span. Building the DAG before, and the "
+            "tables, figures, report and archive after, are not included.")
 
 
 def _breakdown(cells: pd.DataFrame) -> pd.DataFrame:

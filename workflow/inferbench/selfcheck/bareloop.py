@@ -254,8 +254,29 @@ def main(argv=None) -> int:
     p.add_argument("--spec", required=True, help="JSON: model, seed, backend, precision, device, resolution, "
                                                  "batch_size, options, artifact (path or null), threads, "
                                                  "warmup_s, timed_s")
+    p.add_argument("--wait", action="store_true",
+                   help="import the libraries, print 'ready', then wait for one line on stdin (JSON: "
+                        "environment variables to set, such as CUDA_VISIBLE_DEVICES) before measuring")
     args = p.parse_args(argv)
     spec = json.loads(args.spec)
+    if args.wait:
+        # The harness check starts its bare loops ahead and lets them measure one at a time (one
+        # per GPU): the imports, seconds each, then run beside none of the measurements. Nothing
+        # touches a GPU or a thread pool before the go.
+        import numpy  # noqa: F401
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+
+        if spec["backend"] == "onnxruntime":
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        print("ready", flush=True)
+        line = sys.stdin.readline()
+        if not line.strip():
+            return 0  # nothing to measure after all
+        import os
+
+        os.environ.update(json.loads(line))
     print(json.dumps(measure(spec)), flush=True)
     return 0
 

@@ -6,6 +6,12 @@ lowest GPU busy share; on the CPU the smallest batch of pixels), and the cells o
 the grid has them. Only io=device rows: the bare loop times the model, not host copies.
 A ratio (harness over bare) outside RATIO_BAND says the harness did not measure what a plain
 loop in a quiet process measures, and becomes a finding at the top of the report.
+
+Each bare loop is a fresh interpreter, started ahead: all of a batch import their libraries at
+once, then measure one at a time, or one per GPU where the check was given several GPUs, as the
+sweep's own cells ran (a CPU bare loop always alone). No import runs beside a measurement.
+`started_utc` and `check_s` are each bare loop's process start and its time to its end (its wait
+for its turn included): the sweep's clock (inferbench.reporting.timebudget) reads them.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +32,7 @@ import pandas as pd
 RATIO_BAND = (0.95, 1.05)
 COLUMNS = ["backend", "precision", "resolution", "batch_size", "io", "harness_ips", "bare_ips", "ratio",
            "device", "gpu_busy_pct", "ips_spread_pct", "harness_host_launch_us", "bare_host_launch_us",
-           "bare_iters", "note"]
+           "bare_iters", "note", "started_utc", "check_s"]
 # The reference sweep's cells that docs/benchmarks quote: eager pytorch fp16 at 224 px batch 64, and
 # the same with CUDA graph replay at batch 32, where replay gains the most over eager launches.
 ALWAYS = [{"backend": "pytorch", "precision": "fp16", "device": "cuda", "resolution": 224, "batch_size": 64},
@@ -80,45 +89,147 @@ def _artifact(config: dict, cell, results_dir: Path) -> str | None:
     return str(manifest.parent / data["artifact_path"])
 
 
+READY_TIMEOUT_S = 600.0
+BATCH = 16  # bare loops started ahead at once (each holds its imported libraries while it waits)
+
+
+class BareLoop:
+    """One bare loop's fresh process, started ahead with `--wait` (inferbench.selfcheck.bareloop)."""
+
+    def __init__(self, spec: dict, env: dict):
+        self.started = time.time()
+        self.proc = subprocess.Popen([sys.executable, "-m", "inferbench.selfcheck.bareloop", "--spec", json.dumps(spec), "--wait"],
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.ready = False
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Until it has imported its libraries (or died trying)."""
+        box = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout_s)
+        self.ready = bool(box) and box[0].strip() == "ready"
+        if not self.ready and self.proc.poll() is None:
+            self.proc.kill()
+
+    def run(self, env: dict, timeout_s: float) -> dict:
+        if not self.ready:
+            return self._failed("it did not start")
+        try:
+            out, err = self.proc.communicate(json.dumps(env) + "\n", timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            return {"note": f"bare loop timed out after {timeout_s:.0f} s"}
+        lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+        if self.proc.returncode != 0 or not lines:
+            last = (err.strip().splitlines() or ["no output"])[-1]
+            return {"note": f"bare loop failed (exit {self.proc.returncode}): {last[:300]}"}
+        return json.loads(lines[-1])
+
+    def _failed(self, why: str) -> dict:
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            err = ""
+        last = ((err or "").strip().splitlines() or ["no output"])[-1]
+        return {"note": f"bare loop failed ({why}, exit {self.proc.returncode}): {last[:300]}"}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
 def run_bare(spec: dict, env: dict, timeout_s: float) -> dict:
-    """One fresh interpreter per cell: nothing of the sweep's processes is in it."""
-    cmd = [sys.executable, "-m", "inferbench.selfcheck.bareloop", "--spec", json.dumps(spec)]
+    """One bare loop in a fresh interpreter, started and measured now."""
+    loop = BareLoop(spec, env)
     try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"note": f"bare loop timed out after {timeout_s:.0f} s"}
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode != 0 or not lines:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"note": f"bare loop failed (exit {done.returncode}): {last[:300]}"}
-    return json.loads(lines[-1])
+        loop.wait_ready(READY_TIMEOUT_S)
+        return loop.run({}, timeout_s)
+    finally:
+        loop.stop()
 
 
 def check(summary: pd.DataFrame, config: dict, results_dir: Path, env: dict | None = None,
-          timeout_s: float = 900.0, progress=print) -> pd.DataFrame:
-    rows = []
+          timeout_s: float = 900.0, progress=print, gpus: list[str] | None = None) -> pd.DataFrame:
+    """gpus: the GPUs the check may measure on at once, one bare loop each (default: the one the
+    environment makes visible)."""
     selected = select_cells(summary)
-    for i, (_, row) in enumerate(selected.iterrows(), 1):
-        name = f"{row['backend']} {row['precision']} {row['device']} {row['resolution']} px batch {row['batch_size']}"
-        started = time.perf_counter()
+    env = dict(env or os.environ)
+    gpus = gpus or [None]
+    rows: dict[int, dict] = {}
+    items = list(enumerate(selected.iterrows(), 1))
+    for first in range(0, len(items), BATCH):
+        batch = items[first:first + BATCH]
+        loops = {}
         try:
-            spec = bare_spec(row, config, results_dir)
-            result = run_bare(spec, dict(env or os.environ), timeout_s)
-        except (OSError, ValueError, KeyError) as exc:
-            result = {"note": f"could not set up the bare loop: {exc}"}
-        harness = float(row["throughput_ips"])
-        bare = result.get("bare_ips")
-        ratio = harness / bare if bare else None
-        rows.append({"backend": row["backend"], "precision": row["precision"], "resolution": int(row["resolution"]),
-                     "batch_size": int(row["batch_size"]), "io": row["io"], "harness_ips": harness,
-                     "bare_ips": bare, "ratio": ratio, "device": row["device"],
-                     "gpu_busy_pct": row.get("gpu_busy_pct"), "ips_spread_pct": row.get("ips_spread_pct"),
-                     "harness_host_launch_us": row.get("host_launch_us"),
-                     "bare_host_launch_us": result.get("bare_host_launch_us"),
-                     "bare_iters": result.get("bare_iters"), "note": result.get("note", "")})
-        shown = f"ratio {ratio:.3f} (harness {harness:,.0f}, bare {bare:,.0f} images/s)" if ratio else result["note"]
-        progress(f"[{i}/{len(selected)}] {name}: {shown} ({time.perf_counter() - started:.1f} s)")
-    return pd.DataFrame(rows, columns=COLUMNS)
+            for i, (_, row) in batch:
+                try:
+                    loops[i] = BareLoop(bare_spec(row, config, results_dir), env)
+                except (OSError, ValueError, KeyError) as exc:
+                    rows[i] = _row(row, {"note": f"could not set up the bare loop: {exc}"}, None, 0.0)
+            for loop in loops.values():  # every import done before the first measurement
+                loop.wait_ready(READY_TIMEOUT_S)
+            on_cpu = [(i, row) for i, (_, row) in batch if i in loops and row["device"] != "cuda"]
+            on_gpu = [(i, row) for i, (_, row) in batch if i in loops and row["device"] == "cuda"]
+            for i, row in on_cpu:  # alone, as CPU cells are measured
+                rows[i] = _measure(loops[i], row, {}, timeout_s, progress, i, len(items))
+            _on_gpus(on_gpu, loops, gpus, timeout_s, progress, len(items), rows)
+        finally:
+            for loop in loops.values():
+                loop.stop()
+    return pd.DataFrame([rows[i] for i in sorted(rows)], columns=COLUMNS)
+
+
+def _on_gpus(todo, loops, gpus, timeout_s, progress, total, rows) -> None:
+    """One thread per GPU takes the next bare loop and lets it measure on that GPU."""
+    work: queue.Queue = queue.Queue()
+    for item in todo:
+        work.put(item)
+
+    def serve(gpu):
+        go = {} if gpu is None else {"CUDA_VISIBLE_DEVICES": gpu, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+        while True:
+            try:
+                i, row = work.get_nowait()
+            except queue.Empty:
+                return
+            rows[i] = _measure(loops[i], row, go, timeout_s, progress, i, total)
+
+    threads = [threading.Thread(target=serve, args=(gpu,)) for gpu in gpus[:max(1, len(todo))]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _measure(loop: BareLoop, row, go: dict, timeout_s: float, progress, i: int, total: int) -> dict:
+    result = loop.run(go, timeout_s)
+    out = _row(row, result, loop.started, time.time() - loop.started)
+    name = f"{row['backend']} {row['precision']} {row['device']} {row['resolution']} px batch {row['batch_size']}"
+    ratio, bare = out["ratio"], out["bare_ips"]
+    shown = f"ratio {ratio:.3f} (harness {out['harness_ips']:,.0f}, bare {bare:,.0f} images/s)" if ratio else out["note"]
+    where = f" on GPU {go['CUDA_VISIBLE_DEVICES']}" if go.get("CUDA_VISIBLE_DEVICES") else ""
+    progress(f"[{i}/{total}] {name}{where}: {shown} ({out['check_s']:.1f} s from its process's start)")
+    return out
+
+
+def _row(row, result: dict, started: float | None, seconds: float) -> dict:
+    harness = float(row["throughput_ips"])
+    bare = result.get("bare_ips")
+    return {"backend": row["backend"], "precision": row["precision"], "resolution": int(row["resolution"]),
+            "batch_size": int(row["batch_size"]), "io": row["io"], "harness_ips": harness,
+            "bare_ips": bare, "ratio": harness / bare if bare else None, "device": row["device"],
+            "gpu_busy_pct": row.get("gpu_busy_pct"), "ips_spread_pct": row.get("ips_spread_pct"),
+            "harness_host_launch_us": row.get("host_launch_us"),
+            "bare_host_launch_us": result.get("bare_host_launch_us"),
+            "bare_iters": result.get("bare_iters"), "note": result.get("note", ""),
+            "started_utc": (datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds")
+                            if started else None),
+            "check_s": seconds}
 
 
 def outside_band(table: pd.DataFrame) -> pd.DataFrame:
