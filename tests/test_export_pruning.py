@@ -48,7 +48,8 @@ def test_no_gpu_no_cuda_exports_and_cells_still_record_why(tmp_path):
     dry = subprocess.run(base + ["-n"], capture_output=True, text=True, env=env, timeout=300)
     assert dry.returncode == 0, dry.stderr[-3000:]
     exports = sorted(set(re.findall(r"artifacts/resnet18/(\S+)\.json", dry.stdout)))
-    # tiny.yaml: cpu cells are fp32 pytorch/torchscript/onnxruntime at 32 and 48 px; the rest is cuda
+    # tiny.yaml: cpu cells are fp32 pytorch/pytorch_cudagraphs/torchscript/onnxruntime at 32 and 48 px
+    # (the variant exports nothing); the rest is cuda
     # one ONNX file serves both resolutions
     assert exports == ["onnxruntime/precision-fp32_opset-17",
                        "torchscript/device-cpu_precision-fp32_layout-nchw"], dry.stdout[-3000:]
@@ -57,7 +58,7 @@ def test_no_gpu_no_cuda_exports_and_cells_still_record_why(tmp_path):
     exports_jobs = [j for j in jobs if j.startswith("export_artifact:")]
     cells = [j for j in jobs if j.startswith("benchmark_cell:")]
     assert len(exports_jobs) == 2 and all("priority: 100" in j for j in exports_jobs)
-    assert len(cells) == 52 and not any("priority:" in j for j in cells)
+    assert len(cells) == 64 and not any("priority:" in j for j in cells)
     # the exports' record for the report, which no cell waits for
     record = [j for j in jobs if j.startswith("exports_done:")]
     assert len(record) == 1 and all(f"artifacts/resnet18/{e}.json" in record[0] for e in exports)
