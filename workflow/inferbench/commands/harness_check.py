@@ -38,8 +38,8 @@ def run(args) -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1", **cache_env(Path(args.results) / ".cache" / "torchinductor"))
     if needs_gpu:
         # The same claim as a timed cell: nothing else is timed on these GPUs meanwhile. As many
-        # GPUs as the run was given GPU tokens (INFERBENCH_GPU_TOKENS, set by the workflow): the
-        # bare loops then measure one per GPU, as the cells did.
+        # GPUs as the run was given GPU tokens (INFERBENCH_GPU_TOKENS, set by the workflow), so
+        # that no cell is timed on any of them meanwhile; the bare loops measure one at a time.
         want = max(1, int(os.environ.get("INFERBENCH_GPU_TOKENS") or 1))
         with contextlib.ExitStack() as stack:
             claims = [stack.enter_context(GpuClaim(args.lock_dir))]

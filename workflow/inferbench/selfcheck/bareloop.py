@@ -260,9 +260,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     spec = json.loads(args.spec)
     if args.wait:
-        # The harness check starts its bare loops ahead and lets them measure one at a time (one
-        # per GPU): the imports, seconds each, then run beside none of the measurements. Nothing
-        # touches a GPU or a thread pool before the go.
+        # The harness check starts a bare loop, waits for its imports, then sends the go (with the
+        # GPU to use). Nothing touches a GPU or a thread pool before the go.
         import numpy  # noqa: F401
         import torch  # noqa: F401
         import torchvision  # noqa: F401

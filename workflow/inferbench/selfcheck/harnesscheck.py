@@ -7,11 +7,13 @@ the grid has them. Only io=device rows: the bare loop times the model, not host 
 A ratio (harness over bare) outside RATIO_BAND says the harness did not measure what a plain
 loop in a quiet process measures, and becomes a finding at the top of the report.
 
-Each bare loop is a fresh interpreter, started ahead: all of a batch import their libraries at
-once, then measure one at a time, or one per GPU where the check was given several GPUs, as the
-sweep's own cells ran (a CPU bare loop always alone). No import runs beside a measurement.
-`started_utc` and `check_s` are each bare loop's process start and its time to its end (its wait
-for its turn included): the sweep's clock (inferbench.reporting.timebudget) reads them.
+Each bare loop is a fresh interpreter, started when its turn comes and measured as soon as it
+has imported its libraries, one at a time (a CPU bare loop, as a GPU one). Not started ahead:
+on an H200, bare loops started ahead in a batch and measured in turn ran pytorch fp16 224 px
+batch 64 at 32,149 and 28,272 images/s in two sweeps, where loops started one at a time run it
+at about 39,500 (docs/method.md, "The harness check").
+`started_utc` and `check_s` are each bare loop's process start and its time to its end: the
+sweep's clock (inferbench.reporting.timebudget) reads them.
 """
 
 from __future__ import annotations
@@ -90,11 +92,11 @@ def _artifact(config: dict, cell, results_dir: Path) -> str | None:
 
 
 READY_TIMEOUT_S = 600.0
-BATCH = 16  # bare loops started ahead at once (each holds its imported libraries while it waits)
+BATCH = 1  # bare loops alive at once: one (see the module docstring for why)
 
 
 class BareLoop:
-    """One bare loop's fresh process, started ahead with `--wait` (inferbench.selfcheck.bareloop)."""
+    """One bare loop's fresh process, started with `--wait` (inferbench.selfcheck.bareloop)."""
 
     def __init__(self, spec: dict, env: dict):
         self.started = time.time()
