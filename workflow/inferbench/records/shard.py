@@ -26,10 +26,10 @@ def write_shard(rows: list[dict], path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([normalize(r) for r in rows], schema=SHARD_SCHEMA)
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    # A shard holds a row or two: column statistics and the stored Arrow schema would make up
-    # almost half of each file. SHARD_SCHEMA's types round-trip through Parquet's own schema
-    # (the shard checks and tests compare the read schema with it).
-    pq.write_table(table, tmp, write_statistics=False, store_schema=False)
+    # A shard holds a row or two: column statistics, the stored Arrow schema and per-column
+    # dictionary pages would make up more than half of each file. SHARD_SCHEMA's types round-trip
+    # through Parquet's own schema (the shard checks and tests compare the read schema with it).
+    pq.write_table(table, tmp, write_statistics=False, store_schema=False, use_dictionary=False)
     os.replace(tmp, path)
 
 
