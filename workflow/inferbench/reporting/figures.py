@@ -121,10 +121,13 @@ def write_palette_png(png: bytes, path: Path) -> None:
 
 
 def fix_narrow_log_axes(fig) -> None:
-    """A log axis spanning less than ~3x gets no 1-2-5 tick; give it evenly spaced plain ticks."""
+    """A log axis spanning less than ~3x gets no 1-2-5 tick; give it evenly spaced plain ticks.
+    Only axes `plain_log_axis` set up (a LogLocator): the batch axis has its own fixed ticks, one
+    per batch size, and matplotlib reports fixed labels through a FuncFormatter too."""
     for ax in fig.axes:
         for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
             if axis.get_scale() == "log" and lo > 0 and hi / lo < 3 and \
+                    isinstance(axis.get_major_locator(), LogLocator) and \
                     isinstance(axis.get_major_formatter(), FuncFormatter):
                 axis.set_major_locator(MaxNLocator(5))
 
@@ -182,6 +185,16 @@ def dodge(batch_sizes: np.ndarray, i: int, n: int) -> np.ndarray:
 # ---------------------------------------------------------------- per-resolution figures
 
 
+def batch_log_panel(ax, batch_sizes, ylabel: str, title: str) -> None:
+    """The axes every per-resolution figure shares: batch size across, a log y axis with plain
+    numbers, its label with the unit."""
+    batch_axis(ax, batch_sizes)
+    ax.set_yscale("log")
+    plain_log_axis(ax.yaxis)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+
+
 def plot_throughput(df: pd.DataFrame, resolution: int, path: Path) -> Path:
     title = f"Throughput at {resolution} px"
     cells = df[df["resolution"] == resolution]
@@ -198,11 +211,7 @@ def plot_throughput(df: pd.DataFrame, resolution: int, path: Path) -> Path:
             best = s[s["best_in_batch"]]
             ax.scatter(best["batch_size"], best["throughput_ips"], s=140, marker="*", color="gold",
                        edgecolor="black", zorder=5)
-        batch_axis(ax, ok["batch_size"])
-        ax.set_yscale("log")
-        plain_log_axis(ax.yaxis)
-        ax.set_ylabel("throughput (images/s, log scale)")
-        ax.set_title(f"{device}")
+        batch_log_panel(ax, ok["batch_size"], "throughput (images/s, log scale)", device)
     handles["★ best in batch"] = Line2D([], [], marker="*", color="gold", markeredgecolor="black",
                                         linestyle="none", markersize=12)
     fig.suptitle(f"{title} — higher is better")
@@ -228,11 +237,8 @@ def plot_latency(df: pd.DataFrame, resolution: int, path: Path) -> Path:
             st = series_style(s)
             handles[series] = ax.errorbar(dodge(s["batch_size"].to_numpy(float), i, len(groups)), median,
                                           yerr=np.nan_to_num(whisker), capsize=2, elinewidth=0.8, **st)
-        batch_axis(ax, ok["batch_size"])
-        ax.set_yscale("log")
-        plain_log_axis(ax.yaxis)
-        ax.set_ylabel("latency per batch (ms, log scale)")
-        ax.set_title(f"{device}: median, whisker to p99")
+        batch_log_panel(ax, ok["batch_size"], "latency per batch (ms, log scale)",
+                        f"{device}: median, whisker to p99")
     fig.suptitle(f"{title} — lower is better")
     legend_outside(fig, handles, not_ok_note(cells))
     return save(fig, path)
@@ -258,11 +264,8 @@ def plot_gpu_memory(df: pd.DataFrame, resolution: int, path: Path) -> Path:
     for series, s in plotted.groupby("series", sort=False):
         s = s.sort_values("batch_size")
         (handles[series],) = ax.plot(s["batch_size"], s["memory_peak_mb"], **series_style(s))
-    batch_axis(ax, plotted["batch_size"])
-    ax.set_yscale("log")
-    plain_log_axis(ax.yaxis)
-    ax.set_ylabel(what.replace("(MB", "(MB, log scale"))
-    ax.set_title(f"{title} — lower is better")
+    batch_log_panel(ax, plotted["batch_size"], what.replace("(MB", "(MB, log scale"),
+                    f"{title} — lower is better")
     legend_outside(fig, handles, not_ok_note(cells))
     return save(fig, path)
 
@@ -371,7 +374,9 @@ def plot_throughput_vs_memory(df: pd.DataFrame, path: Path) -> Path:
         ax.axis("off")
     handles["Pareto front"] = Line2D([], [], color="black", alpha=0.6)
     fig.suptitle(title + " — up and left is better")
-    fig.tight_layout()
+    # leave the suptitle its own strip (a third of an inch): tight_layout alone lets the first
+    # row's panel titles run into it
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     legend_outside(fig, handles, "each point is one batch size; " + not_ok_note(df))
     return save(fig, path)
 
