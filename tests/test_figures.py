@@ -49,3 +49,27 @@ def test_pareto_front_keeps_only_undominated_points():
     mem = np.array([100.0, 200.0, 150.0, 300.0])
     ips = np.array([10.0, 30.0, 5.0, 25.0])
     assert sorted(figures.pareto_front(mem, ips).tolist()) == [0, 1]
+
+
+@pytest.mark.parametrize("plot", [figures.plot_throughput, figures.plot_latency, figures.plot_gpu_memory])
+def test_a_narrow_batch_range_keeps_a_label_per_batch_size(tmp_path, monkeypatch, plot):
+    # 32 to 64 spans 2x: the narrow-log-axis fix must leave the batch axis's own ticks alone
+    df = figures.prepared(synthetic_summary(batch_sizes=(32, 40, 48, 56, 64), resolutions=(224,)))
+    labels = []
+
+    def keep_labels(fig, path):
+        figures.fix_narrow_log_axes(fig)
+        fig.canvas.draw()
+        labels.extend({t.get_text() for t in ax.get_xticklabels() if t.get_text()} for ax in fig.axes)
+        return path
+
+    monkeypatch.setattr(figures, "save", keep_labels)
+    plot(df, 224, tmp_path / "f.png")
+    assert labels and all(found == {"32", "40", "48", "56", "64"} for found in labels), labels
+
+
+def test_figures_are_palette_pngs(tmp_path):
+    from PIL import Image
+    path = figures.plot_throughput(figures.prepared(synthetic_summary(resolutions=(224,))), 224, tmp_path / "t.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.mode == "P"
