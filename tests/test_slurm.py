@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep import REPO, TINY
+from sweep import REPO, TINY, stop_forkservers
 
 PROFILES = REPO / "profiles"
 # The profile the tests use: profiles/slurm with the GPU request switched off.
@@ -251,6 +251,7 @@ def test_real_pipeline_on_slurm_matches_a_local_run(tmp_path, tiny_sweep):
     else:
         work = tmp_path / "slurm"
         proc = run_pipeline_on_slurm(work, TINY, extra_args=(SHARD, RESOLVED))
+    stop_forkservers(work / "results")  # the jobs' fork server: nothing else will use it
     log = proc.stdout + proc.stderr
 
     on_slurm = pd.read_parquet(work / SHARD)
