@@ -1,6 +1,7 @@
-"""The real tiny sweep shared by the tests: `snakemake` on tests/configs/tiny.yaml in a scratch
-checkout (a copy of this repository, so that a test may edit a backend's source there without
-touching the real one); its jobs run the installed `inferbench` (the same code).
+"""Helpers shared by the tests: the real tiny sweep (`snakemake` on tests/configs/tiny.yaml in a
+scratch checkout, a copy of this repository, so that a test may edit a backend's source there
+without touching the real one; its jobs run the installed `inferbench`, the same code), reading
+Snakemake's log, and the processes a run leaves (fork servers, workers).
 
 Every snakemake call costs ~10 s of start-up on machines where a SLURM client is installed but no
 controller answers (the SLURM executor plugin runs `scontrol show config` on import).
@@ -48,6 +49,60 @@ def make_checkout(dest: Path) -> Path:
     return dest
 
 
+def job_blocks(log: str) -> dict[str, list[str]]:
+    """Each job Snakemake planned or ran, as its log describes it (`rule NAME:` in a dry run,
+    `localrule NAME:` in a run, and the indented lines below it), by rule."""
+    blocks: dict[str, list[str]] = {}
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        header = re.fullmatch(r"(?:local)?rule (\w+):", line)
+        if header is None:
+            continue
+        body = [line]
+        for following in lines[i + 1:]:
+            if not following.startswith("    "):
+                break
+            body.append(following)
+        blocks.setdefault(header.group(1), []).append("\n".join(body))
+    return blocks
+
+
+# ------------------------------------------------------------------ processes
+
+
+def children_of(pid: int) -> list[int]:
+    """The child processes of `pid` (from /proc)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """Running, and not a zombie (a zombie is dead for our purposes)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def hang_args(folder: Path) -> list[str]:
+    """`inferbench validate FIFO` blocks forever opening a FIFO nobody writes."""
+    fifo = folder / "hang.fifo"
+    os.mkfifo(fifo)
+    return ["validate", str(fifo)]
+
+
 def forkserver_pids(locks: Path) -> list[int]:
     pids = []
     for log in locks.glob("*.sock.log"):
@@ -55,28 +110,27 @@ def forkserver_pids(locks: Path) -> list[int]:
     return pids
 
 
-def stop_forkservers(results: Path) -> None:
-    """A fork server exits when its socket file disappears (checked every second)."""
-    locks = results / ".locks"
+def server_pid(locks: Path) -> int:
+    """The fork server that serves the lock folder `locks` now."""
+    (log,) = locks.glob("*.sock.log")
+    return int(re.findall(r"fork server (\d+) listening", log.read_text())[-1])
+
+
+def stop_forkserver(locks: Path) -> None:
+    """A fork server exits when its socket file disappears (checked every second): remove the lock
+    folder that holds it, and check that every server it had stops."""
     if not locks.exists():
         return
     pids = forkserver_pids(locks)
     shutil.rmtree(locks, ignore_errors=True)
     deadline = time.monotonic() + 15
-    alive = pids
-    while alive and time.monotonic() < deadline:
+    running = pids
+    while running and time.monotonic() < deadline:
         time.sleep(0.3)
-        alive = [p for p in pids if _alive(p)]
-    assert not alive, f"fork server(s) {alive} outlived their socket in {locks}"
+        running = [p for p in pids if alive(p)]
+    assert not running, f"fork server(s) {running} outlived their socket in {locks}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
+def stop_forkservers(results: Path) -> None:
+    """Stop the fork servers of a results folder (their sockets live in results/.locks)."""
+    stop_forkserver(results / ".locks")

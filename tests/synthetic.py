@@ -186,12 +186,23 @@ def write_summary(df: pd.DataFrame, path) -> None:
     pq.write_table(table, path)
 
 
+# The columns of a cell's timing that are times (latency order statistics and their spread)
+LATENCY_COLUMNS = ("latency_ms_mean", "latency_ms_median", "latency_ms_p90", "latency_ms_p99", "latency_ms_min",
+                   "latency_ms_max", "latency_ms_std", "latency_ms_median_ci95_low", "latency_ms_median_ci95_high",
+                   "timed_s")
+
+
 def slowed(df: pd.DataFrame, factor: float, mask=None) -> pd.DataFrame:
-    """Every ok cell (or those in `mask`) with latencies multiplied by `factor`, stats recomputed."""
+    """Every ok cell (or those in `mask`) with every latency multiplied by `factor`: each time
+    column scaled by it, each throughput (the rounds' and their median) divided by it; the relative
+    figures (cv, the rounds' spread) stay. Scaled, not recomputed: a real cell's rounds need not
+    be equal thirds of its iterations, so recomputing them would change more than the factor."""
     out = df.copy()
     mask = (out["status"] == "ok") if mask is None else (mask & (out["status"] == "ok"))
     for idx in out.index[mask]:
-        lat = np.asarray(out.at[idx, "latencies_ms"], dtype=float) * factor
-        for col, value in _stats_from_latencies(lat, int(out.at[idx, "batch_size"])).items():
-            out.at[idx, col] = value
+        out.at[idx, "latencies_ms"] = [float(x) * factor for x in out.at[idx, "latencies_ms"]]
+        for col in LATENCY_COLUMNS:
+            out.at[idx, col] = float(out.at[idx, col]) * factor
+        out.at[idx, "throughput_ips"] = float(out.at[idx, "throughput_ips"]) / factor
+        out.at[idx, "round_ips"] = [float(x) / factor for x in out.at[idx, "round_ips"]]
     return conform(out)

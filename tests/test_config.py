@@ -20,11 +20,9 @@ import yaml
 
 from inferbench.errors import UserError
 from inferbench.sweep import config as cfgmod
+from sweep import BIN, REPO, TINY
 
-REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "config.yaml"
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
-BIN = Path(sys.executable).parent
 
 
 def _env(**extra) -> dict:
@@ -188,6 +186,27 @@ def test_bad_config_is_one_clear_user_error(change, needles):
     for needle in needles:
         assert needle in message, f"{needle!r} not in: {message}"
     assert "Traceback" not in message
+
+
+def test_model_names_read_from_torchvisions_source_are_names_it_registers():
+    import torchvision
+
+    found = cfgmod.registered_classification_models()
+    known = set(torchvision.models.list_models(module=torchvision.models))
+    assert found <= known, f"read from the source but not registered: {sorted(found - known)}"
+    # the tests' models are found without importing torchvision
+    assert {"resnet18", "mobilenet_v3_small", "alexnet"} <= found
+
+
+def test_loading_a_config_imports_no_torchvision():
+    """Every snakemake start loads the config: importing torchvision (and so torch) there cost
+    seconds of each one."""
+    code = ("import sys; from inferbench.sweep.config import load_config; load_config(sys.argv[1]); "
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, str(TINY)], capture_output=True, text=True, timeout=120,
+                          env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
 
 
 def test_several_problems_are_reported_together():

@@ -32,9 +32,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from sweep import REPO, TINY
+
 STAND_INS = REPO / "tests" / "fake_apptainer"
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
 DEFAULT = object()  # keep config.yaml's `container:`
 
 pytestmark = pytest.mark.slow

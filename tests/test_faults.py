@@ -24,16 +24,7 @@ from inferbench.records import archive
 from inferbench.sweep.config import Cell, load_config
 from inferbench.sweep.spec import cell_spec_for
 from synthetic import synthetic_summary, write_summary
-from test_measurement import _children_of as _children  # one reading of /proc children for the tests
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+from sweep import TINY, children_of, cmdline, hang_args
 
 
 # ------------------------------------------------------------------ a killed worker
@@ -41,7 +32,7 @@ def _cmdline(pid: int) -> str:
 
 def test_a_worker_killed_from_outside_leaves_no_shard_and_fails_its_job(tmp_path):
     """`kill -9` of a cell's worker: not out of memory, so no `oom` shard that would never rerun."""
-    config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    config = yaml.safe_load(TINY.read_text())
     config.update(model="mobilenet_v3_small", resolutions=[32], batch_sizes=[1], devices=["cpu"],
                   backends={"pytorch": {}}, per_device={})
     config["measurement"].update(min_time_s=60, max_time_s=120)  # still running when killed
@@ -54,8 +45,8 @@ def test_a_worker_killed_from_outside_leaves_no_shard_and_fails_its_job(tmp_path
     killed = None
     deadline = time.monotonic() + 60
     while killed is None and time.monotonic() < deadline and job.poll() is None:
-        for pid in _children(job.pid):
-            if "--worker" in _cmdline(pid):
+        for pid in children_of(job.pid):
+            if "--worker" in cmdline(pid):
                 time.sleep(1.0)  # let it get going: imports, model, its first iterations
                 os.kill(pid, signal.SIGKILL)
                 killed = pid
@@ -79,13 +70,6 @@ def _fake_cgroup(root: Path, oom_kills: int, limit: str = "max") -> None:
     (root / "memory" / "memory.limit_in_bytes").write_text((limit if limit != "max" else str(2**63 - 4096)) + "\n")
 
 
-def _hang_args(tmp_path: Path) -> list[str]:
-    """`inferbench validate FIFO` blocks forever opening a FIFO nobody writes."""
-    fifo = tmp_path / "hang.fifo"
-    os.mkfifo(fifo)
-    return ["validate", str(fifo)]
-
-
 @pytest.mark.parametrize("kernel_counted_an_oom_kill", [True, False])
 def test_a_sigkill_is_out_of_memory_only_when_the_cgroup_counted_an_oom_kill(tmp_path, monkeypatch,
                                                                             kernel_counted_an_oom_kill):
@@ -96,12 +80,12 @@ def test_a_sigkill_is_out_of_memory_only_when_the_cgroup_counted_an_oom_kill(tmp
     _fake_cgroup(cgroup, oom_kills=4)
     monkeypatch.setattr(oomwatch, "CGROUP_ROOT", cgroup)
     me = os.getpid()
-    before = set(_children(me))
+    before = set(children_of(me))
 
     def kill_worker():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            new = [p for p in set(_children(me)) - before if "hang.fifo" in _cmdline(p)]
+            new = [p for p in set(children_of(me)) - before if "hang.fifo" in cmdline(p)]
             if new:
                 time.sleep(0.5)  # the watch has read the counters by now
                 if kernel_counted_an_oom_kill:
@@ -112,7 +96,7 @@ def test_a_sigkill_is_out_of_memory_only_when_the_cgroup_counted_an_oom_kill(tmp
 
     killer = threading.Thread(target=kill_worker)
     killer.start()
-    result = isolation.run_inferbench(_hang_args(tmp_path), 60, dict(os.environ), str(tmp_path / "locks"))
+    result = isolation.run_inferbench(hang_args(tmp_path), 60, dict(os.environ), str(tmp_path / "locks"))
     killer.join()
     assert result.signal == signal.SIGKILL and not result.timed_out
     how = result.describe()

@@ -24,7 +24,8 @@ def test_selection_takes_the_most_launch_bound_cell_of_each_kind_and_the_referen
             _row("onnxruntime", "fp16", "cuda", 224, 32, busy=40, status="error"),
             _row("torchscript", "fp16", "cuda", 224, 32, busy=30, io="host"),
             _row("torchscript", "fp16", "cuda", 224, 40, busy=92),
-            _row("pytorch", "fp32", "cpu", 224, 32), _row("pytorch", "fp32", "cpu", 256, 32)]
+            _row("pytorch", "fp32", "cpu", 224, 32), _row("pytorch", "fp32", "cpu", 256, 32),
+            _row("pytorch", "fp32", "cpu", 224, 64)]
     picked = harnesscheck.select_cells(pd.DataFrame(rows))
     got = sorted(zip(picked["backend"], picked["precision"], picked["device"], picked["resolution"], picked["batch_size"]))
     assert got == sorted([

@@ -5,16 +5,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from sweep import BIN, REPO, TINY
 
 
 def test_snakemake_lint_is_clean(tmp_path):
     cmd = [str(BIN / "snakemake"), "--lint", "--snakefile", str(REPO / "Snakefile"), "--configfile",
-           str(REPO / "tests" / "configs" / "tiny.yaml")]
+           str(TINY)]
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     out = proc.stdout + proc.stderr

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,9 +14,8 @@ import pytest
 
 from inferbench.sweep import config as cfgmod
 from inferbench.sweep import spec as specmod
+from sweep import BIN
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 RESOLUTION = 32
 FLOATING = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 

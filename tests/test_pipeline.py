@@ -1,11 +1,11 @@
 """The REAL pipeline: `snakemake` on tests/configs/tiny.yaml in a scratch checkout, then its outputs,
-then what reruns after a change (incremental builds), then a sweep with failing cells.
+then what reruns after a change (incremental builds), a sweep with failing cells, and archive and
+compare on real runs.
 
-The checkout is a copy of this repository (so that touching a backend's source in (c) never
-touches the real one); its jobs run the installed `inferbench` (the same code). The sweep runs once
-per session (tests/conftest.py, helpers in tests/sweep.py) and is shared with tests/test_slurm.py.
-Every snakemake call here costs ~10 s of start-up on machines where a SLURM client is installed
-but no controller answers (the SLURM executor plugin runs `scontrol show config` on import).
+The checkout is a copy of this repository (so that editing a backend's source there never touches
+the real one); its jobs run the installed `inferbench` (the same code). The sweep runs once per
+session (tests/conftest.py, helpers in tests/sweep.py) and is shared with other test files; the
+runs beside it (dry runs of edited configs, the failing sweep, a rerun) go side by side, once.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from inferbench.process.devices import cuda_device_count
 from inferbench.records.schema import SHARD_SCHEMA
 from inferbench.sweep import config as cfgmod
 
-from sweep import BIN, REPO, TINY, _env, make_checkout, snakemake, stop_forkservers  # noqa: F401  (also for other test files)
+from sweep import BIN, REPO, TINY, _env, snakemake, stop_forkservers
 
 BACKENDS = ("pytorch", "torchscript", "onnxruntime", "torch_tensorrt", "torch_compile")
 VARIANT = "pytorch_cudagraphs"  # tiny.yaml's variant: {backend: pytorch, cuda_graphs: true}
@@ -54,7 +54,7 @@ def summary(run):
 
 def test_every_shard_exists_and_conforms_to_the_schema(run):
     cells = cfgmod.cells(run["config"])
-    assert len(cells) == 16 + 48
+    assert len(cells) == 8 + 24  # cpu: 2 resolutions x 4 backends; cuda: 2 x 2 precisions x 6 backends
     shards = sorted((run["results"] / "shards").rglob("*.parquet"))
     expected = {run["results"] / "shards" / c.model / c.backend / c.device / c.precision /
                 f"r{c.resolution}_b{c.batch_size}.parquet" for c in cells}
@@ -76,7 +76,7 @@ def test_every_shard_exists_and_conforms_to_the_schema(run):
 
 def test_cpu_cells_are_ok_with_sane_numbers(run, summary):
     cpu = summary[(summary["device"] == "cpu") & (summary["backend"] != VARIANT)]
-    assert len(cpu) == 12
+    assert len(cpu) == 6
     assert set(cpu["backend"]) == {"pytorch", "torchscript", "onnxruntime"}
     assert (cpu["status"] == "ok").all(), cpu[["backend", "status", "reason"]]
     min_iters = run["config"]["measurement"]["min_iters"]
@@ -119,7 +119,7 @@ def test_cpu_cells_are_ok_with_sane_numbers(run, summary):
 
 def test_a_cuda_graphs_variant_on_the_cpu_is_skipped_with_the_reason(summary):
     cpu = summary[(summary["device"] == "cpu") & (summary["backend"] == VARIANT)]
-    assert len(cpu) == 4 and (cpu["status"] == "skipped").all(), cpu[["status", "reason"]]
+    assert len(cpu) == 2 and (cpu["status"] == "skipped").all(), cpu[["status", "reason"]]
     assert (cpu["reason"] == "CUDA graphs need a CUDA device").all()
     assert (cpu["backend_impl"] == "pytorch").all()
     assert all(json.loads(o)["cuda_graphs"] is True for o in cpu["backend_options"])
@@ -144,16 +144,16 @@ def test_every_cell_accounts_for_its_time(summary):
 
 def test_cuda_cells_are_skipped_with_a_reason(summary):
     cuda = summary[summary["device"] == "cuda"]
-    assert len(cuda) == 48 * 2  # two io modes per cell
+    assert len(cuda) == 24 * 2  # two io modes per cell
     assert (cuda["status"] == "skipped").all()
     assert (cuda[cuda["backend"] != "torch_tensorrt"]["reason"] == "no CUDA device").all()
     trt = cuda[cuda["backend"] == "torch_tensorrt"]
-    assert len(trt) == 16 and (trt["reason"].str.len() > 0).all()
+    assert len(trt) == 8 and (trt["reason"].str.len() > 0).all()
     assert cuda["n_iters"].isna().all() and cuda["throughput_ips"].isna().all()
 
 
 def test_summary_has_every_row(run, summary):
-    assert len(summary) == 16 + 96
+    assert len(summary) == 8 + 48
     assert list(summary.columns) == SHARD_SCHEMA.names
     assert set(summary["backend"]) == set(BACKENDS) | {VARIANT}
     assert set(summary["backend_impl"]) == set(BACKENDS)
@@ -245,15 +245,26 @@ def failing_config(work: Path) -> Path:
     return work / "fail.yaml"
 
 
+def rerun_config(run, results: Path) -> Path:
+    """One of the sweep's CPU cells again (pytorch: nothing to export), into its own results folder."""
+    config = yaml.safe_load((run["work"] / "tiny.yaml").read_text())
+    config.update(devices=["cpu"], resolutions=config["resolutions"][:1], batch_sizes=config["batch_sizes"][:1],
+                  backends={"pytorch": {}}, per_device={}, results_dir=str(results))
+    path = results.parent / "rerun.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @pytest.fixture(scope="module")
-def dry_runs(run, tmp_path_factory):
-    """(a), (b), (d) are independent dry runs of the finished sweep, and (e) is a separate small sweep:
-    run them side by side (the dry runs mostly wait)."""
+def side_runs(run, tmp_path_factory):
+    """Independent runs beside the finished sweep, side by side (the dry runs mostly wait): dry runs
+    of it and of edited configs, a small sweep with failing cells, and a real rerun of one of its
+    cells for compare."""
     def set_opset(c):
         c["backends"]["onnxruntime"] = {"opset": 18}
 
     def add_batch(c):
-        c["batch_sizes"] = [2, 4, 8]
+        c["batch_sizes"] = c["batch_sizes"] + [8]
 
     def change_variants(c):
         # a new variant: the same ONNX files as onnxruntime (same opset), another session setting
@@ -271,33 +282,38 @@ def dry_runs(run, tmp_path_factory):
     }
     relative = os.path.relpath(run["checkout"] / "Snakefile", run["work"])  # ../checkout/Snakefile
     failing = tmp_path_factory.mktemp("failing")
+    rerun = tmp_path_factory.mktemp("rerun") / "results"
     try:
-        with concurrent.futures.ThreadPoolExecutor(len(jobs) + 2) as pool:
+        with concurrent.futures.ThreadPoolExecutor(len(jobs) + 3) as pool:
             futures = {name: pool.submit(snakemake, run["checkout"], run["work"], cfg, *args)
                        for name, (cfg, args) in jobs.items()}
             futures["relative_snakefile"] = pool.submit(snakemake, run["checkout"], run["work"],
                                                         run["work"] / "tiny.yaml", "--summary", snakefile=relative)
             futures["failing"] = pool.submit(snakemake, run["checkout"], failing, failing_config(failing),
                                              "results/summary.parquet")
+            futures["rerun"] = pool.submit(snakemake, run["checkout"], rerun.parent, rerun_config(run, rerun),
+                                           "--until", "aggregate")
             out = {name: f.result() for name, f in futures.items()}
         out["failing_results"] = failing / "results"
+        out["rerun_results"] = rerun
         yield out
     finally:
         stop_forkservers(failing / "results")
+        stop_forkservers(rerun)
 
 
-def test_a_nothing_changed_nothing_to_do(dry_runs):
-    proc = dry_runs["unchanged"]
+def test_nothing_changed_nothing_to_do(side_runs):
+    proc = side_runs["unchanged"]
     assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
-    assert pending(dry_runs["unchanged_summary"]) == []
+    assert pending(side_runs["unchanged_summary"]) == []
 
 
-def test_a2_same_sweep_through_a_relative_snakefile_path_is_up_to_date(dry_runs):
-    assert pending(dry_runs["relative_snakefile"]) == []
+def test_the_same_sweep_through_a_relative_snakefile_path_is_up_to_date(side_runs):
+    assert pending(side_runs["relative_snakefile"]) == []
 
 
-def test_b_backend_option_change_reruns_only_that_backend(run, dry_runs):
-    jobs = pending(dry_runs["opset"])
+def test_a_backend_option_change_reruns_only_that_backend(run, side_runs):
+    jobs = pending(side_runs["opset"])
     rules = {r for r, _ in jobs}
     assert rules - AGGREGATION_RULES == {"export_artifact", "benchmark_cell"}, jobs
     exports = [p for r, p in jobs if r == "export_artifact"]
@@ -305,12 +321,12 @@ def test_b_backend_option_change_reruns_only_that_backend(run, dry_runs):
     assert {backend_of(p) for p in exports + cells} == {"onnxruntime"}
     # fp32; fp16 (cuda cells only) is exported only where a CUDA device is visible
     assert len(exports) == ONNX_EXPORTS and all("opset-18" in p for p in exports)
-    assert len(cells) == 4 + 8  # every onnxruntime cell: cpu fp32 2x2, cuda fp32/fp16 2x2
+    assert len(cells) == 2 + 4  # every onnxruntime cell: cpu fp32 at 2 resolutions, cuda fp32/fp16 at 2
     assert {"aggregate", "report", "archive"} <= rules
 
 
-def test_d_new_batch_size_runs_only_new_cells(run, dry_runs):
-    jobs = pending(dry_runs["batch"])
+def test_a_new_batch_size_runs_only_new_cells(run, side_runs):
+    jobs = pending(side_runs["batch"])
     cells = [p for r, p in jobs if r == "benchmark_cell"]
     exports = [p for r, p in jobs if r == "export_artifact"]
     assert set(r for r, _ in jobs) - AGGREGATION_RULES <= {"benchmark_cell", "export_artifact"}
@@ -324,7 +340,8 @@ def test_d_new_batch_size_runs_only_new_cells(run, dry_runs):
     assert not [p for p in exports if backend_of(p) in ("onnxruntime", "torchscript")]
 
 
-def test_c_touching_a_backend_source_reruns_only_that_backend(run, dry_runs):
+def test_editing_a_backend_source_reruns_only_that_backend(run, side_runs):
+    # (after side_runs: the edit must not reach the runs that read this checkout)
     source = run["checkout"] / "workflow" / "inferbench" / "backends" / "onnxruntime_backend.py"
     assert source.resolve() != (REPO / "workflow" / "inferbench" / "backends" / "onnxruntime_backend.py").resolve()
     before, text = source.stat(), source.read_text()
@@ -342,12 +359,12 @@ def test_c_touching_a_backend_source_reruns_only_that_backend(run, dry_runs):
     exports = [p for r, p in jobs if r == "export_artifact"]
     cells = [p for r, p in jobs if r == "benchmark_cell"]
     assert {backend_of(p) for p in exports + cells} == {"onnxruntime"}
-    assert len(exports) == ONNX_EXPORTS and len(cells) == 12
+    assert len(exports) == ONNX_EXPORTS and len(cells) == 6
     assert {"aggregate", "report", "archive"} <= rules
 
 
-def test_f_a_new_or_edited_variant_runs_only_its_own_cells(run, dry_runs):
-    jobs = pending(dry_runs["variants"])
+def test_a_new_or_edited_variant_runs_only_its_own_cells(run, side_runs):
+    jobs = pending(side_runs["variants"])
     rules = {r for r, _ in jobs}
     # No export: the new variant loads onnxruntime's ONNX files, which are up to date.
     assert rules - AGGREGATION_RULES == {"benchmark_cell"}, jobs
@@ -355,15 +372,15 @@ def test_f_a_new_or_edited_variant_runs_only_its_own_cells(run, dry_runs):
     # Neither the pytorch nor the onnxruntime cells rerun: only the two variants' own.
     assert {backend_of(p) for p in cells} == {"onnxruntime_basic", VARIANT}
     for name in ("onnxruntime_basic", VARIANT):
-        assert len([p for p in cells if backend_of(p) == name]) == 4 + 8  # cpu fp32 2x2, cuda fp32/fp16 2x2
+        assert len([p for p in cells if backend_of(p) == name]) == 2 + 4  # cpu fp32 x 2 resolutions, cuda fp32/fp16 x 2
     assert {"aggregate", "report", "archive"} <= rules
 
 
 # ------------------------------------------------------------------ failing cells
 
 
-def test_e_a_failing_cell_does_not_take_the_sweep_down(dry_runs):
-    results = dry_runs["failing_results"]
+def test_a_failing_cell_does_not_take_the_sweep_down(side_runs):
+    results = side_runs["failing_results"]
     df = pq.read_table(results / "summary.parquet").to_pandas().set_index(["backend", "resolution"])
     assert len(df) == 4
     assert df.loc[("pytorch", 64)]["status"] == "ok", df.loc[("pytorch", 64)]["reason"]
@@ -410,29 +427,23 @@ def test_a_tampered_archive_is_named_by_verify(run, tmp_path):
     assert "tables/32.md" in proc.stdout + proc.stderr
 
 
-def test_compare_a_real_rerun_cell_by_cell_and_flag_a_20pct_slowdown(run, tmp_path):
+def test_compare_a_real_rerun_cell_by_cell_and_flag_a_20pct_slowdown(run, side_runs, tmp_path):
     import pandas as pd
 
     from inferbench.records.shard import write_shard
     from synthetic import slowed
 
     # a real rerun of one of the sweep's CPU cells (pytorch: nothing to export), into its own
-    # results folder
-    config = yaml.safe_load((run["work"] / "tiny.yaml").read_text())
-    config.update(devices=["cpu"], resolutions=config["resolutions"][:1], batch_sizes=config["batch_sizes"][:1],
-                  backends={"pytorch": {}}, per_device={}, results_dir=str(tmp_path / "rerun"))
-    rerun_cfg = tmp_path / "rerun.yaml"
-    rerun_cfg.write_text(yaml.safe_dump(config))
-    try:
-        snakemake(run["checkout"], tmp_path, rerun_cfg, "--until", "aggregate")
-    finally:
-        stop_forkservers(tmp_path / "rerun")
+    # results folder (side_runs)
+    rerun_dir = side_runs["rerun_results"]
+    config = yaml.safe_load((rerun_dir.parent / "rerun.yaml").read_text())
+    assert config["results_dir"] == str(rerun_dir) and list(config["backends"]) == ["pytorch"]
     # A real rerun on this shared 2-core VM is not reliably "within noise": its CPU speed drifts
     # by up to 1.8x from one minute to the next (ResNet-18 48 px batch 4, one thread: 25.8 ms in
     # one run, 47.0 ms in the rerun; 31 to 40 ms from second to second in one process), which no
     # single run's noise shows. So the real rerun checks what compare must get right whatever the
     # machine does: every cell matched, and each verdict the one its change and limit call for.
-    proc = _inferbench("compare", str(run["results"]), str(tmp_path / "rerun"), "--csv", str(tmp_path / "rerun.csv"))
+    proc = _inferbench("compare", str(run["results"]), str(rerun_dir), "--csv", str(tmp_path / "rerun.csv"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rerun = pd.read_csv(tmp_path / "rerun.csv")
     res, batch = config["resolutions"][0], config["batch_sizes"][0]

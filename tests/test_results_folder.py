@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from test_pipeline import REPO, TINY, _env, make_checkout, stop_forkservers
+from sweep import REPO, TINY, _env, make_checkout, stop_forkservers
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,6 @@ import os
 import re
 import string
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,9 @@ import yaml
 
 from inferbench.errors import UserError
 from inferbench.sweep import config as cfgmod
+from sweep import BIN, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 RULES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
-BIN = Path(sys.executable).parent
 
 
 def shell_commands(path: Path) -> list[tuple[int, str]]:

@@ -31,7 +31,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from sweep import REPO, TINY, stop_forkservers
+
 PROFILES = REPO / "profiles"
 # The profile the tests use: profiles/slurm with the GPU request switched off.
 TEST_PROFILE = PROFILES / "slurm-cpu"
@@ -228,11 +229,10 @@ STABLE_COLUMNS = ["model", "backend", "precision", "device", "io", "resolution",
 # cluster: an export (2 CPUs), the cell that loads its artifact (2 CPUs, after the export: the
 # executor tracks completion across jobs), and a rule without set-threads (1 CPU). The local run
 # to match is the session's tiny sweep (tests/conftest.py): same config, same cell.
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
 SHARD = "results/shards/resnet18/onnxruntime/cpu/fp32/r32_b2.parquet"
 RESOLVED = "results/config.resolved.yaml"
-# Most of that run is waiting for the cluster's status polls, so tests/conftest.py starts it as
-# soon as the tests are collected (start_early) and the test collects it: {workdir, run}.
+# Most of that run is waiting for the cluster's status polls, so the tiny sweep (tests/conftest.py)
+# starts it before its own local run (start_early), and the test collects it: {workdir, run}.
 EARLY: dict = {}
 
 
@@ -251,6 +251,7 @@ def test_real_pipeline_on_slurm_matches_a_local_run(tmp_path, tiny_sweep):
     else:
         work = tmp_path / "slurm"
         proc = run_pipeline_on_slurm(work, TINY, extra_args=(SHARD, RESOLVED))
+    stop_forkservers(work / "results")  # the jobs' fork server: nothing else will use it
     log = proc.stdout + proc.stderr
 
     on_slurm = pd.read_parquet(work / SHARD)

@@ -5,7 +5,6 @@ misses recorded in the cell's facts. Each cell compiles in its own process, as i
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import subprocess
@@ -81,22 +80,12 @@ def compile_two_batch_sizes(cache_dir) -> tuple[dict, dict]:
     return compile_cell(4, "batch", cache_dir), compile_cell(8, "batch", cache_dir)
 
 
-# The two compilations run on one core for ~30 s: tests/conftest.py starts them as soon as the
-# tests are collected (start_early), and the test collects them.
-EARLY: dict = {}
+# The two compilations keep one core busy for ~30 s: `slow`, so that they start first.
 
 
-def start_early(tmp_dir) -> None:
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    EARLY["compiled"] = pool.submit(compile_two_batch_sizes, tmp_dir / "inductor")
-    pool.shutdown(wait=False)
-
-
+@pytest.mark.slow
 def test_dynamic_batch_serves_a_second_batch_size_from_the_cache(tmp_path):
-    if EARLY:
-        first, second = EARLY.pop("compiled").result(timeout=1300)
-    else:
-        first, second = compile_two_batch_sizes(tmp_path / "inductor")
+    first, second = compile_two_batch_sizes(tmp_path / "inductor")
     assert first["dynamic"] == "batch"
     assert first["fx_graph_cache_misses"] >= 1, first
     assert second["fx_graph_cache_misses"] == 0 and second["fx_graph_cache_hits"] >= 1, second

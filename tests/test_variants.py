@@ -2,8 +2,9 @@
 {backend: pytorch, cuda_graphs: true}`). The name is what paths, rows and reports show; the
 backend is the code that runs; variants that agree on export options share one artifact.
 
-What reruns when a variant is added or edited is checked on the real workflow in
-test_pipeline.py (test_f); a variant's skipped CPU cells are in the shared tiny sweep.
+What reruns when a variant is added or edited is checked on the real workflow in test_pipeline.py
+(test_a_new_or_edited_variant_runs_only_its_own_cells); a variant's skipped CPU cells are in the
+shared tiny sweep.
 """
 
 from __future__ import annotations

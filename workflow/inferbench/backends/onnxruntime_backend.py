@@ -29,7 +29,7 @@ class Options:
     io_binding: bool = True  # bind GPU buffers; False times the numpy path (copies included)
     # "own": ORT runs on its own CUDA stream, as its documentation shows (each run is followed by a
     # device synchronise, so the CUDA events still bracket it); "cell": ORT runs on the cell's torch
-    # stream (user_compute_stream), which on ORT 1.31 / H200 measured ~30% slower for ResNet-18 fp16.
+    # stream (user_compute_stream), which measured slower (docs/method.md, "The timed loop").
     cuda_stream: str = "own"
     # True: one file per precision serves every resolution. It is exported with a symbolic height
     # and width, and the load pins them to the cell's resolution, so ORT plans for a fixed size

@@ -143,8 +143,8 @@ def run_isolated(args, spec, started_at: float) -> int:
             result = run_inferbench(argv, spec.timeout_s, env, args.lock_dir, warm_key=warm_key)
     else:
         # CPU cells start a fresh process: forked from the server, ONNX Runtime on the CPU measured
-        # ~18% slower (2.26 ms against 1.90 ms per batch, ResNet-18 32 px, 1 thread, 2026-11-28),
-        # an artifact of the fork that a CPU figure must not include.
+        # slower (docs/method.md, "Processes"), an artifact of the fork that a CPU figure must not
+        # include.
         result = run_inferbench(argv, spec.timeout_s, env, args.lock_dir, use_forkserver=False)
     if result.ok and Path(tmp).exists():
         os.replace(tmp, args.out)

@@ -2,15 +2,12 @@
 precision, each running the cells sent to it one after another, in one CUDA context.
 
 Why: a fresh process per cell pays the CUDA context, cuDNN's and cuBLAS's set-up, and for
-torch.compile the compiler's imports and worker pool, every time: 3 to 5 s of a GPU cell whose
-measurement takes 1 to 2 s (the H200 sweep of 2026-11-29). A warm worker pays them once.
+torch.compile the compiler's imports and worker pool, every time: seconds of a GPU cell, more
+than its measurement at small shapes. A warm worker pays them once.
 One worker per backend and precision rather than one per GPU: what a worker keeps loaded (see
-below) then comes from cells of its own kind. On the H200 (2026-11-29) a single worker for every
-cell, with a new stream per cell and cuBLAS's workspaces kept, had grown by 200 to 900 MiB of GPU
-memory after ten cells of other kinds; as built here, the whole reference sweep's GPU memory
-peaks came within 0 to 90 MiB of fresh processes', its fp32 throughputs within 3.3%, and the
-sweep took 1,387 s against ~1,700 s, and 1,201 s once the job around each cell was made lighter
-(docs/benchmarks/h200/README.md).
+below) then comes from cells of its own kind. A single worker for every cell grew in GPU memory
+with each cell of another kind; one per backend and precision keeps the peaks close to fresh
+processes' (the figures are in docs/method.md, "Processes").
 
 What it gives up, and how that is kept honest:
   * Between cells (`release`) it drops torch.compile's compiled code (`torch._dynamo.reset()`),

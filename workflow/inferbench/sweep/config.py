@@ -186,6 +186,11 @@ def backend_axis(config: dict, backend: str, device: str, axis: str) -> list:
 
 
 def check_model_name(model: str) -> None:
+    # Every snakemake start checks the model: a name found in torchvision's source needs no import
+    # of torchvision (which imports torch: seconds of each start); any other name is looked up in
+    # the registry itself.
+    if model in registered_classification_models():
+        return
     import torchvision
 
     known = torchvision.models.list_models(module=torchvision.models)
@@ -196,6 +201,28 @@ def check_model_name(model: str) -> None:
             f"model: {model!r} is not a torchvision classification model.{hint} "
             "See torchvision.models.list_models(module=torchvision.models)."
         )
+
+
+def registered_classification_models() -> set[str]:
+    """The names torchvision's classification modules register with a bare `@register_model()`,
+    read from their source without importing torchvision: what `list_models(module=
+    torchvision.models)` lists, or part of it (tests/test_config.py checks that it lists no more)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return set()
+    names = set()
+    for source in sorted(Path(spec.submodule_search_locations[0], "models").glob("*.py")):
+        lines = source.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if line != "@register_model()":
+                continue
+            builder = next((rest for rest in lines[i + 1:] if rest.startswith("def ")), "")
+            match = re.match(r"def (\w+)\(", builder)
+            if match:
+                names.add(match.group(1))
+    return names
 
 
 def check_weights(model: str, weights: str | None) -> None:

@@ -1,0 +1,158 @@
+"""Telemetry beside the clock: GPU memory, energy, throttle reasons and utilisation bookkeeping from
+recorded readings (no GPU needed), and the host's RSS peak."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from inferbench.measure.telemetry import gpu
+
+
+def test_the_memory_peak_prefers_process_readings_and_is_never_negative():
+    t = gpu.MemoryTrace(baseline_device_mb=1000.0)
+    assert t.peak() == (None, None)
+    t.add(None, 1500.0)
+    t.add(None, 1800.0)
+    t.add(None, None)
+    assert t.peak() == (800.0, "nvml_device_delta")
+    t.add(300.0, 1900.0)
+    t.add(650.0, None)
+    assert t.peak() == (650.0, "nvml_process")  # process figures win
+    t2 = gpu.MemoryTrace(baseline_device_mb=2000.0)
+    t2.add(None, 1500.0)  # another process freed memory meanwhile: never negative
+    assert t2.peak() == (0.0, "nvml_device_delta")
+    t3 = gpu.MemoryTrace(baseline_device_mb=None)
+    t3.add(None, 1500.0)
+    assert t3.peak() == (None, None)  # no baseline: no delta
+
+
+def test_memory_trace_start_uses_the_method_of_the_peak():
+    t = gpu.MemoryTrace(baseline_device_mb=1000.0)
+    assert t.start() is None
+    t.add(None, 1500.0)
+    t.add(None, 1800.0)
+    assert t.start() == 500.0  # the device's growth at the first reading
+    t.add(300.0, 1900.0)
+    t.add(650.0, None)
+    assert t.start() == 300.0  # the process's own first reading, as peak() prefers it
+
+
+def test_energy_per_image_from_the_counter_else_from_power_samples():
+    # counter: 10 J over 2 s for 100 images
+    assert gpu.energy_window(5_000, 15_000, 2.0, 100) == pytest.approx((0.1, 5.0))
+    # the counter wins over samples
+    assert gpu.energy_window(5_000, 15_000, 2.0, 100, [300.0]) == pytest.approx((0.1, 5.0))
+    # no counter: mean power x window
+    assert gpu.energy_window(None, None, 2.0, 100, [100.0, 200.0]) == pytest.approx((3.0, 150.0))
+    assert gpu.energy_window(5_000, None, 2.0, 100, [100.0]) == pytest.approx((2.0, 100.0))
+    # a counter that went backwards (reset / wrap) falls back to samples, or nothing
+    assert gpu.energy_window(15_000, 5_000, 2.0, 100, [50.0]) == pytest.approx((1.0, 50.0))
+    assert gpu.energy_window(15_000, 5_000, 2.0, 100) == (None, None)
+    # bad windows
+    assert gpu.energy_window(5_000, 15_000, 0.0, 100) == (None, None)
+    assert gpu.energy_window(5_000, 15_000, -1.0, 100) == (None, None)
+    assert gpu.energy_window(5_000, 15_000, 2.0, 0) == (None, None)
+    assert gpu.energy_window(None, None, 2.0, 100, []) == (None, None)
+    assert gpu.energy_window(None, None, 2.0, 100, None) == (None, None)
+
+
+def test_throttle_reason_bits_are_named():
+    assert gpu.throttle_names(None) is None
+    assert gpu.throttle_names(0) == "none"
+    assert gpu.throttle_names(0x1) == "gpu_idle"
+    assert gpu.throttle_names(0x4 | 0x40) == "sw_power_cap,hw_thermal_slowdown"
+    assert gpu.throttle_names(0x1FF).split(",") == list(gpu.THROTTLE_BITS.values())
+
+
+class FakeReader:
+    """Recorded readings, served in order (the last one repeats)."""
+
+    def __init__(self, device_mb, process_mb, power_w, busy_pct=(None,)):
+        self.device = list(device_mb)
+        self.process = list(process_mb)
+        self.power = list(power_w)
+        self.busy = list(busy_pct)
+        self.lock = threading.Lock()
+        self.calls = 0
+
+    @staticmethod
+    def _next(seq):
+        return seq.pop(0) if len(seq) > 1 else seq[0]
+
+    def device_mb(self):
+        with self.lock:
+            self.calls += 1
+            return self._next(self.device)
+
+    def process_mb(self):
+        with self.lock:
+            return self._next(self.process)
+
+    def power_w(self):
+        with self.lock:
+            return self._next(self.power)
+
+    def busy_pct(self):
+        with self.lock:
+            return self._next(self.busy)
+
+    def sm_clock_mhz(self):
+        return 1980.0
+
+
+def test_gpu_sampler_reads_baseline_then_samples_until_stopped():
+    reader = FakeReader(device_mb=[1000.0, 1200.0, 1700.0, 1500.0], process_mb=[None], power_w=[250.0, None, 300.0])
+    sampler = gpu.GpuSampler(reader, interval_s=0.001)
+    assert sampler.trace.baseline_device_mb == 1000.0  # read at construction, before any work
+    assert reader.calls == 1 and sampler.power_w == []
+    sampler.start()
+    deadline = time.monotonic() + 5
+    while len(sampler.trace.device_mb) < 5 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    sampler.stop()
+    assert not sampler._thread.is_alive()
+    n = len(sampler.trace.device_mb)
+    assert n >= 5
+    assert sampler.trace.device_mb[:3] == [1200.0, 1700.0, 1500.0]
+    assert 250.0 in sampler.power_w and 300.0 in sampler.power_w and None not in sampler.power_w
+    assert sampler.trace.peak() == (700.0, "nvml_device_delta")
+    time.sleep(0.02)
+    assert len(sampler.trace.device_mb) == n  # nothing samples after stop()
+
+
+def test_gpu_busy_is_the_mean_of_the_readings_that_describe_the_window():
+    # (monotonic s, %): a reading describes the NVML period before it, so the first
+    # BUSY_SETTLE_S of the window is skipped (it still covers the time before the window)
+    samples = [(9.9, 10.0), (10.05, 20.0), (10.2, 80.0), (10.4, 90.0), (10.6, 100.0), (11.2, 0.0)]
+    assert gpu.busy_in_window(samples, 10.0, 10.6) == 90.0
+    assert gpu.busy_in_window(samples, 10.0, 10.1) is None  # too short for a reading of its own
+    reader = FakeReader(device_mb=[1.0], process_mb=[None], power_w=[None], busy_pct=[None, 55.0])
+    sampler = gpu.GpuSampler(reader, interval_s=0.001)
+    sampler.sample_once()
+    sampler.sample_once()
+    assert [pct for _, pct in sampler.busy_pct] == [55.0]  # an unavailable reading is skipped
+
+
+def test_gpu_sampler_stop_without_start_takes_one_reading():
+    reader = FakeReader(device_mb=[500.0, 900.0], process_mb=[120.0], power_w=[None])
+    sampler = gpu.GpuSampler(reader, interval_s=0.001)
+    sampler._stop.set()
+    sampler.sample_once()
+    assert sampler.trace.peak() == (120.0, "nvml_process")
+    assert sampler.power_w == []
+
+
+
+def test_the_host_rss_peak_can_restart(tmp_path):
+    from inferbench.measure.telemetry import host
+
+    big = bytearray(200 * 2**20)
+    big[:: 4096] = b"x" * len(big[:: 4096])
+    before = host.rss_peak_mb()
+    del big
+    if not host.reset_rss_peak():
+        pytest.skip("this kernel refuses /proc/self/clear_refs")
+    assert host.rss_peak_mb() < before - 150
