@@ -9,7 +9,6 @@ code sees consistent medians, CIs and cvs.
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pandas as pd

@@ -193,7 +193,7 @@ def test_harness_check_measures_each_cpu_backend_again_in_a_fresh_process(run, s
     # one per backend x precision that ran ok (the CPU's three; every CUDA cell is skipped here)
     ok = summary[(summary["status"] == "ok") & (summary["io"] == "device")]
     assert set(zip(check["backend"], check["precision"])) == set(zip(ok["backend"], ok["precision"]))
-    assert (check["device"] == "cpu").all() and check["note"].fillna("").eq("").all(), check.to_string()
+    assert (check["device"] == "cpu").all() and check["note"].isna().all(), check.to_string()
     for r in check.itertuples():
         row = ok[(ok["backend"] == r.backend) & (ok["resolution"] == r.resolution) & (ok["batch_size"] == r.batch_size)]
         assert r.harness_ips == pytest.approx(float(row["throughput_ips"].iloc[0]))

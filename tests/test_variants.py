@@ -15,7 +15,6 @@ import subprocess
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from inferbench.records.shardcheck import read_checked
