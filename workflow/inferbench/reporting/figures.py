@@ -195,13 +195,22 @@ def batch_log_panel(ax, batch_sizes, ylabel: str, title: str) -> None:
     ax.set_title(title)
 
 
-def plot_throughput(df: pd.DataFrame, resolution: int, path: Path) -> Path:
-    title = f"Throughput at {resolution} px"
+def device_panels_at(df: pd.DataFrame, resolution: int):
+    """The cells at one resolution, their ok ones, and a figure with a panel per device that has
+    ok cells: (cells, ok, fig, axes by device); fig is None when no cell is ok."""
     cells = df[df["resolution"] == resolution]
     ok = ok_cells(cells)
     if ok.empty:
-        return note_figure(path, title, f"no ok cells at {resolution} px\n{not_ok_note(cells)}")
+        return cells, ok, None, {}
     fig, axes = device_axes(list(dict.fromkeys(ok["device"])))
+    return cells, ok, fig, axes
+
+
+def plot_throughput(df: pd.DataFrame, resolution: int, path: Path) -> Path:
+    title = f"Throughput at {resolution} px"
+    cells, ok, fig, axes = device_panels_at(df, resolution)
+    if fig is None:
+        return note_figure(path, title, f"no ok cells at {resolution} px\n{not_ok_note(cells)}")
     handles = {}
     for device, ax in axes.items():
         for series, s in ok[ok["device"] == device].groupby("series", sort=False):
@@ -221,11 +230,9 @@ def plot_throughput(df: pd.DataFrame, resolution: int, path: Path) -> Path:
 
 def plot_latency(df: pd.DataFrame, resolution: int, path: Path) -> Path:
     title = f"Latency per batch at {resolution} px"
-    cells = df[df["resolution"] == resolution]
-    ok = ok_cells(cells)
-    if ok.empty:
+    cells, ok, fig, axes = device_panels_at(df, resolution)
+    if fig is None:
         return note_figure(path, title, f"no ok cells at {resolution} px\n{not_ok_note(cells)}")
-    fig, axes = device_axes(list(dict.fromkeys(ok["device"])))
     handles = {}
     for device, ax in axes.items():
         groups = list(ok[ok["device"] == device].groupby("series", sort=False))
