@@ -109,3 +109,22 @@ def test_settings_from_config_ignores_other_keys():
 def test_the_perf_counter_timer_times_the_step():
     ms = timing.PerfCounterTimer().time_ms(lambda: time.sleep(0.02))
     assert 19 <= ms < 1000
+
+
+def test_before_round_runs_after_the_warm_up_and_before_each_round_outside_the_clock(clock):
+    events = []
+    timer = FakeTimer(clock, 0.01)
+
+    def before_round(index):
+        events.append(("round", index, timer.calls))
+        clock.t += 5.0  # set-up between rounds is not timed
+
+    m = timing.measure(lambda: None, timer, timing.Settings(warmup_iters=4, warmup_min_s=0, min_iters=6,
+                                                            min_time_s=0, rounds=3, max_time_s=60),
+                       before_round=before_round)
+    # round 0's set-up after all 4 warm-up calls, each later one after its round's 2 calls
+    assert events == [("round", 0, 4), ("round", 1, 6), ("round", 2, 8)]
+    assert m.round_sizes == [2, 2, 2]
+    assert m.warmup_s == pytest.approx(0.04)
+    # the window's clock starts after round 0's set-up: 6 calls and two set-ups between rounds
+    assert m.timed_s == pytest.approx(0.06 + 10.0)

@@ -314,6 +314,8 @@ class IoTiming:
     gpu_busy_pct: float | None = None
     sm_clock_mhz_mean: float | None = None
     host_launch_us: float | None = None
+    host_cpus: str | None = None  # the CPU the launching thread was pinned to: warm-up, then each round
+    host_cpu_speed_ratio: float | None = None  # the host's slowest CPU over its fastest, at the first scan
 
 
 def io_step(io: str, loaded: Loaded, inputs: Inputs, device: str) -> Callable[[], None]:
@@ -345,6 +347,14 @@ def io_step(io: str, loaded: Loaded, inputs: Inputs, device: str) -> Callable[[]
     return step
 
 
+def host_cpu_pinning(device: str, settings: Settings):
+    """GPU cells: the launching thread on the host's fastest CPU (inferbench.measure.hostcpu).
+    CPU cells run on every CPU their threads may use, and are left to the scheduler."""
+    from inferbench.measure.hostcpu import FastestCpu, NoPinning, can_pin
+
+    return FastestCpu() if device == "cuda" and settings.pin_fastest_cpu and can_pin() else NoPinning()
+
+
 def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup: DeviceSetup,
                  settings: Settings, telemetry: GpuTelemetry | None) -> IoTiming:
     """After the first call, per io mode: the clock brought up again, then warm-up and the
@@ -358,38 +368,47 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
         telemetry.spin_up()
     step = io_step(io, loaded, inputs, c.device)
     log(f"io={io}: warm-up and timing (min {settings.min_iters} iterations, {settings.min_time_s} s)")
-    energy_start = telemetry.energy_mj() if telemetry else None
     sampler = telemetry.sampler if telemetry else None
-    power_before = len(sampler.power_w) if sampler else 0
-    host = {}
+    host, window = {}, {}
+    with host_cpu_pinning(c.device, settings) as pinning:
+        pinning.pick()  # before the warm-up, which then warms the CPU the window starts on
 
-    def read_host_speed():
-        if c.device == "cuda":
-            from inferbench.measure.gpu_clock import launch_us
+        def before_round(index: int) -> None:
+            pinning.pick(recheck=True)
+            if index == 0:
+                if c.device == "cuda":
+                    from inferbench.measure.gpu_clock import launch_us
 
-            host["host_launch_us"] = launch_us()
+                    host["host_launch_us"] = launch_us()
+                # last before the window's clock starts: its energy is the window's alone, without
+                # the warm-up's (which once made an H200 read 1,047 W)
+                window["energy_start"] = telemetry.energy_mj() if telemetry else None
+                window["power_from"] = len(sampler.power_w) if sampler else 0
 
-    m = measure(step, setup.timer, settings, progress=log, before_window=read_host_speed)
+        m = measure(step, setup.timer, settings, progress=log, before_round=before_round)
     window_end = time.monotonic()
     energy_end = telemetry.energy_mj() if telemetry else None
     stats = summarize(m.latencies_ms, c.batch_size, m.round_latencies())
-    power = sampler.power_w[power_before:] if sampler else None
+    power = sampler.power_w[window["power_from"]:] if sampler else None
     busy = busy_in_window(sampler.busy_pct, window_end - m.timed_s, window_end) if sampler else None
     clock = mean_in_window(sampler.sm_clock_mhz, window_end - m.timed_s, window_end) if sampler else None
     images = len(m.latencies_ms) * c.batch_size
-    j_per_image, watts = energy_window(energy_start, energy_end, m.timed_s, images, power) if telemetry else (None, None)
+    j_per_image, watts = (energy_window(window["energy_start"], energy_end, m.timed_s, images, power)
+                          if telemetry else (None, None))
     log(f"io={io}: {stats['n_iters']} iterations in {m.timed_s:.2f} s, median {stats['latency_ms_median']:.3f} ms, "
         f"p99 {stats['latency_ms_p99']:.3f} ms, cv {stats['latency_cv']:.3f}, {stats['throughput_ips']:.1f} images/s "
         f"(median of {len(stats['round_ips'])} rounds, spread {stats['ips_spread_pct']:.1f}%)"
         + (f", GPU busy {busy:.0f}%" if busy is not None else "")
         + (f", SM clock {clock:.0f} MHz" if clock is not None else "")
-        + (f", host launch {host['host_launch_us']:.1f} us" if "host_launch_us" in host else ""))
+        + (f", host launch {host['host_launch_us']:.1f} us" if "host_launch_us" in host else "")
+        + (f", on CPU {' '.join(map(str, pinning.picks))}" if pinning.picks else ""))
     return IoTiming(io=io, timer=setup.timer.name, measurement=m, stats=stats,
                     # the settings in force for this row: a later io mode warms up without the time floor
                     settings_json=json.dumps(dict(spec.measurement, warmup_min_s=settings.warmup_min_s,
                                                   stopped_by=m.stopped_by), sort_keys=True),
                     energy_j_per_image=j_per_image, power_w_mean=watts, gpu_busy_pct=busy, sm_clock_mhz_mean=clock,
-                    host_launch_us=host.get("host_launch_us"))
+                    host_launch_us=host.get("host_launch_us"),
+                    host_cpus=" ".join(map(str, pinning.picks)) or None, host_cpu_speed_ratio=pinning.speed_ratio)
 
 
 # --- memory and the GPU's end state ---------------------------------------------------------

@@ -75,7 +75,9 @@ class CellRows:
         return dict(t.stats, timer=t.timer, n_warmup=m.n_warmup, warmup_s=m.warmup_s, timed_s=m.timed_s,
                     latencies_ms=m.latencies_ms, energy_j_per_image=t.energy_j_per_image, power_w_mean=t.power_w_mean,
                     gpu_busy_pct=t.gpu_busy_pct, sm_clock_mhz_mean=t.sm_clock_mhz_mean,
-                    host_launch_us=t.host_launch_us, measurement=t.settings_json, first_run_ms=self.first_run_ms)
+                    host_launch_us=t.host_launch_us, host_cpus=t.host_cpus,
+                    host_cpu_speed_ratio=t.host_cpu_speed_ratio, measurement=t.settings_json,
+                    first_run_ms=self.first_run_ms)
 
     def rows(self, status: str, reason: str) -> list[dict]:
         """One row per io mode; status and reason go to every io mode that did not fail on its own."""

@@ -62,6 +62,8 @@ class Settings:
     max_iters: int = 2000
     max_time_s: float = 60.0
     rounds: int = 1
+    # GPU cells: the launching thread on the host's fastest CPU (inferbench.measure.hostcpu)
+    pin_fastest_cpu: bool = True
 
     @classmethod
     def from_config(cls, d: dict) -> "Settings":
@@ -88,9 +90,9 @@ class Measurement:
 
 def measure(step: Callable[[], object], timer, settings: Settings,
             progress: Callable[[str], None] = lambda s: None,
-            before_window: Callable[[], None] = lambda: None) -> Measurement:
-    """before_window runs between the warm-up and the timed window (a reading of the host's
-    state that must describe the window, not the warm-up)."""
+            before_round: Callable[[int], None] = lambda i: None) -> Measurement:
+    """before_round(i) runs before round i of the timed window, outside the clock: after the
+    warm-up for round 0 (the host's state there must describe the window, not the warm-up)."""
     # Warm-up: lazy initialisation, autotuning, allocator growth and clock ramp-up happen here.
     start = time.perf_counter()
     n_warmup = 0
@@ -103,17 +105,19 @@ def measure(step: Callable[[], object], timer, settings: Settings,
             break
     warmup_s = time.perf_counter() - start
     progress(f"warm-up: {n_warmup} iterations in {warmup_s:.2f} s")
-    before_window()
 
     rounds = max(1, int(settings.rounds))
     # The window's minimum is shared by its rounds; its maximum bounds the whole window.
     round_min_iters = -(-settings.min_iters // rounds)
     round_min_s = settings.min_time_s / rounds
     latencies, sizes = [], []
-    start = time.perf_counter()
-    next_report = start + 5.0
+    start = None
     stopped = "min_reached"
-    for _ in range(rounds):
+    for index in range(rounds):
+        before_round(index)
+        if start is None:  # the window's clock (max_time_s, timed_s) starts after round 0's set-up
+            start = time.perf_counter()
+            next_report = start + 5.0
         round_start, round_first = time.perf_counter(), len(latencies)
         while True:
             latencies.append(timer.time_ms(step))

@@ -89,6 +89,11 @@ ENERGY = [
     ("sm_clock_mhz_mean", pa.float64()),  # NVML SM clock, mean over the io mode's timed window
     # the host's speed just before the timed window: its cost of launching one small kernel
     ("host_launch_us", pa.float64()),
+    # GPU cells: the CPU the launching thread was pinned to, for the warm-up and each round (the
+    # host's fastest then: inferbench.measure.hostcpu), and how uneven the host's CPUs were at the
+    # first scan (slowest over fastest; 1.0: all alike). Null where nothing was pinned.
+    ("host_cpus", pa.string()),
+    ("host_cpu_speed_ratio", pa.float64()),
     ("sm_clock_mhz_start", pa.float64()),
     ("sm_clock_mhz_end", pa.float64()),
     ("gpu_temp_c_start", pa.float64()),

@@ -8,7 +8,8 @@ the two disagree.
 
     python -m inferbench.selfcheck.bareloop --spec '{"backend": "pytorch", ...}'   prints one JSON line
 
-The loop: on a GPU, the clock is brought up first (cuDNN's autotuner times its candidates on the
+The loop: on a GPU, the clock is brought up first, and the thread is pinned to the host's fastest
+CPU before the warm-up and again before the timed calls (where the sweep's cells are too) (cuDNN's autotuner times its candidates on the
 first call; see inferbench.measure.gpu_clock for why), then at least WARMUP_ITERS calls of warm-up, then
 at least TIMED_ITERS calls, each timed on its own (the seconds, at least the sweep's own
 warm-up and timed minimums, and on a GPU at least GPU_WARMUP_S and GPU_TIMED_S):
@@ -183,7 +184,33 @@ def host_launch_us(torch, launches: int = 400) -> float:
     return statistics.median(costs)
 
 
-def time_loop(call, x, device: str, wall_clock: bool, warmup_s: float, timed_s: float) -> list[float]:
+def pin_to_fastest_cpu() -> int | None:
+    """Pin this thread to the CPU that runs a short Python loop fastest right now, as the sweep's
+    GPU cells do with measurement.pin_fastest_cpu (the vCPUs of a virtual machine are not equally
+    fast, and launch-bound cells follow the one they run on). Written again rather than imported
+    from inferbench.measure.hostcpu: the bare loop shares no code with the harness it checks."""
+    import os
+
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    costs = {}
+    for cpu in sorted(os.sched_getaffinity(0)):
+        os.sched_setaffinity(0, {cpu})
+        runs = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            total = 0
+            for i in range(10_000):
+                total += i
+            runs.append(time.perf_counter() - t0)
+        costs[cpu] = statistics.median(runs)
+    fastest = min(costs, key=costs.get)
+    os.sched_setaffinity(0, {fastest})
+    return fastest
+
+
+def time_loop(call, x, device: str, wall_clock: bool, warmup_s: float, timed_s: float,
+              pin: bool = False) -> list[float]:
     import torch
 
     def once_ms() -> float:
@@ -200,10 +227,14 @@ def time_loop(call, x, device: str, wall_clock: bool, warmup_s: float, timed_s: 
             torch.cuda.synchronize()
         return (time.perf_counter() - t0) * 1000.0
 
+    cpus = [pin_to_fastest_cpu()] if pin else []
     began, n = time.perf_counter(), 0
     while n < WARMUP_ITERS or time.perf_counter() - began < warmup_s:
         once_ms()
         n += 1
+    if pin:
+        cpus.append(pin_to_fastest_cpu())
+    time_loop.cpus = cpus
     if device == "cuda":
         time_loop.host_launch_us = host_launch_us(torch)
     times, began = [], time.perf_counter()
@@ -240,13 +271,15 @@ def measure(spec: dict) -> dict:
     warmup_s, timed_s = float(spec.get("warmup_s", 0.0)), float(spec.get("timed_s", 0.0))
     if device == "cuda":
         warmup_s, timed_s = max(warmup_s, GPU_WARMUP_S), max(timed_s, GPU_TIMED_S)
-    times = time_loop(call, x, device, wall_clock, warmup_s, timed_s)
+    times = time_loop(call, x, device, wall_clock, warmup_s, timed_s,
+                      pin=device == "cuda" and bool(spec.get("pin_fastest_cpu", True)))
     median_ms = statistics.median(times)
     return {"bare_ips": batch / median_ms * 1000.0, "bare_median_ms": median_ms, "bare_iters": len(times),
             "bare_p99_ms": sorted(times)[min(len(times) - 1, int(0.99 * len(times)))],
             "bare_timer": "wall clock" if (wall_clock or device == "cpu") else "cuda events",
             "bare_load_s": load_s, "torch_version": torch.__version__,
-            "bare_host_launch_us": getattr(time_loop, "host_launch_us", None)}
+            "bare_host_launch_us": getattr(time_loop, "host_launch_us", None),
+            "bare_host_cpus": " ".join(str(c) for c in getattr(time_loop, "cpus", []) if c is not None) or None}
 
 
 def main(argv=None) -> int:

@@ -34,7 +34,7 @@ import pandas as pd
 RATIO_BAND = (0.95, 1.05)
 COLUMNS = ["backend", "precision", "resolution", "batch_size", "io", "harness_ips", "bare_ips", "ratio",
            "device", "gpu_busy_pct", "ips_spread_pct", "harness_host_launch_us", "bare_host_launch_us",
-           "bare_iters", "note", "started_utc", "check_s"]
+           "harness_host_cpus", "bare_host_cpus", "bare_iters", "note", "started_utc", "check_s"]
 # The reference sweep's cells that docs/benchmarks quote: eager pytorch fp16 at 224 px batch 64, and
 # the same with CUDA graph replay at batch 32, where replay gains the most over eager launches.
 ALWAYS = [{"backend": "pytorch", "precision": "fp16", "device": "cuda", "resolution": 224, "batch_size": 64},
@@ -77,7 +77,8 @@ def bare_spec(row, config: dict, results_dir: Path) -> dict:
             "precision": cell.precision, "device": cell.device, "resolution": cell.resolution,
             "batch_size": cell.batch_size, "options": dataclasses.asdict(options),
             "artifact": _artifact(config, cell, results_dir), "threads": threads,
-            "warmup_s": measurement.get("warmup_min_s", 0.0), "timed_s": measurement.get("min_time_s", 0.0)}
+            "warmup_s": measurement.get("warmup_min_s", 0.0), "timed_s": measurement.get("min_time_s", 0.0),
+            "pin_fastest_cpu": measurement.get("pin_fastest_cpu", True)}
 
 
 def _artifact(config: dict, cell, results_dir: Path) -> str | None:
@@ -228,6 +229,7 @@ def _row(row, result: dict, started: float | None, seconds: float) -> dict:
             "gpu_busy_pct": row.get("gpu_busy_pct"), "ips_spread_pct": row.get("ips_spread_pct"),
             "harness_host_launch_us": row.get("host_launch_us"),
             "bare_host_launch_us": result.get("bare_host_launch_us"),
+            "harness_host_cpus": row.get("host_cpus"), "bare_host_cpus": result.get("bare_host_cpus"),
             "bare_iters": result.get("bare_iters"), "note": result.get("note", ""),
             "started_utc": (datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds")
                             if started else None),

@@ -1,0 +1,138 @@
+"""The launching thread on the host's fastest CPU: the pick, the recheck, the restore, and the
+time_io_mode wiring (energy read for the window alone)."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from inferbench.measure import hostcpu
+
+pytestmark = pytest.mark.skipif(not hostcpu.can_pin(), reason="this platform cannot pin threads")
+
+
+@pytest.fixture()
+def restore_affinity():
+    original = os.sched_getaffinity(0)
+    yield sorted(original)
+    os.sched_setaffinity(0, original)
+
+
+def test_pick_pins_the_thread_to_the_fastest_cpu_and_close_restores(restore_affinity):
+    cpus = restore_affinity
+    speeds = {cpu: 1000.0 - cpu for cpu in cpus}  # the highest-numbered CPU is the fastest
+    timed_on = []
+
+    def time_cpu(cpu):
+        timed_on.append((cpu, os.sched_getaffinity(0)))
+        return speeds[cpu]
+
+    with hostcpu.FastestCpu(time_cpu=time_cpu) as pinning:
+        assert pinning.pick() == cpus[-1]
+        assert os.sched_getaffinity(0) == {cpus[-1]}
+        # each CPU was timed while the thread was pinned to it alone
+        assert timed_on == [(cpu, {cpu}) for cpu in cpus]
+        assert pinning.speed_ratio == pytest.approx(max(speeds.values()) / min(speeds.values()))
+    assert os.sched_getaffinity(0) == set(cpus)
+
+
+def test_recheck_stays_while_the_cpu_keeps_its_speed_and_rescans_when_it_slows(restore_affinity):
+    cpus = restore_affinity
+    speeds = {cpu: 500.0 for cpu in cpus}
+    speeds[cpus[0]] = 400.0
+    calls = []
+
+    def time_cpu(cpu):
+        calls.append(cpu)
+        return speeds[cpu]
+
+    pinning = hostcpu.FastestCpu(time_cpu=time_cpu)
+    try:
+        assert pinning.pick() == cpus[0]
+        calls.clear()
+        speeds[cpus[0]] = 400.0 * 1.1  # within the tolerance: one timing, no scan
+        assert pinning.pick(recheck=True) == cpus[0]
+        assert calls == [cpus[0]]
+        if len(cpus) > 1:
+            calls.clear()
+            speeds[cpus[0]] = 900.0  # slowed: scan again, move to the fastest now
+            assert pinning.pick(recheck=True) == cpus[1]
+            assert calls == [cpus[0]] + cpus
+            assert os.sched_getaffinity(0) == {cpus[1]}
+        assert pinning.picks[:2] == [cpus[0], cpus[0]]
+    finally:
+        pinning.close()
+
+
+def test_the_real_loop_picks_a_cpu_this_process_may_use(restore_affinity):
+    assert hostcpu.loop_us(adds=1000, repeats=1) > 0
+    with hostcpu.FastestCpu() as pinning:
+        cpu = pinning.pick()
+        assert cpu in restore_affinity and os.sched_getaffinity(0) == {cpu}
+        assert pinning.speed_ratio >= 1.0
+    assert os.sched_getaffinity(0) == set(restore_affinity)
+
+
+def test_the_bare_loop_pins_with_its_own_code(restore_affinity):
+    from inferbench.selfcheck import bareloop
+
+    cpu = bareloop.pin_to_fastest_cpu()
+    assert cpu in restore_affinity and os.sched_getaffinity(0) == {cpu}
+
+
+def _cpu_io_timing(monkeypatch, device, settings, telemetry=None, calls=None):
+    """time_io_mode on a fake runner whose calls are appended to `calls`, with the device's pinning."""
+    from inferbench.measure import phases, timing
+
+    calls = [] if calls is None else calls
+    runner = SimpleNamespace(run=lambda x: calls.append(x))
+    loaded = phases.Loaded(runner=runner, prepared=[1, 2], load_s=0.0, compile_s=None, backend_options="{}")
+    inputs = phases.Inputs(host=[1, 2], device=[1, 2])
+    setup = phases.DeviceSetup(device="cpu", dtype=None, timer=timing.PerfCounterTimer(), gpu_env={})
+    spec = SimpleNamespace(cell=SimpleNamespace(device=device, batch_size=4), measurement={})
+    if device == "cuda":  # no GPU here: the launch-cost reading is the only GPU call in the window
+        monkeypatch.setattr("inferbench.measure.gpu_clock.launch_us", lambda: 7.0)
+    monkeypatch.setattr(phases, "log", lambda msg: None)
+    return phases.time_io_mode("device", spec, loaded, inputs, setup, settings, telemetry), calls
+
+
+def test_gpu_cells_record_their_cpus_and_cpu_cells_are_not_pinned(monkeypatch, restore_affinity):
+    from inferbench.measure import timing
+
+    settings = timing.Settings(warmup_iters=2, warmup_min_s=0, min_iters=3, min_time_s=0, rounds=3)
+    gpu, _ = _cpu_io_timing(monkeypatch, "cuda", settings)
+    # the warm-up's pick, then one per round
+    assert len(gpu.host_cpus.split()) == 4 and {int(c) for c in gpu.host_cpus.split()} <= set(restore_affinity)
+    assert gpu.host_cpu_speed_ratio >= 1.0 and gpu.host_launch_us == 7.0
+    assert os.sched_getaffinity(0) == set(restore_affinity)  # restored after the window
+    off, _ = _cpu_io_timing(monkeypatch, "cuda", timing.Settings(**dict(vars(settings), pin_fastest_cpu=False)))
+    cpu, _ = _cpu_io_timing(monkeypatch, "cpu", settings)
+    for unpinned in (off, cpu):
+        assert unpinned.host_cpus is None and unpinned.host_cpu_speed_ratio is None
+
+
+def test_the_energy_of_an_io_mode_is_its_timed_window_alone(monkeypatch, restore_affinity):
+    """The counter is read after the warm-up: a reading from before it charged the warm-up's
+    energy to the window (an H200 once read 1,047 W)."""
+    from inferbench.measure import timing
+
+    class Telemetry:
+        """A GPU whose energy counter adds one joule per call."""
+
+        sampler = None
+        calls: list = []
+
+        def spin_up(self):
+            return 0.0
+
+        def energy_mj(self):
+            return 1000.0 * len(self.calls)
+
+    telemetry = Telemetry()
+    settings = timing.Settings(warmup_iters=5, warmup_min_s=0, min_iters=3, min_time_s=0, rounds=1)
+    t, telemetry.calls = _cpu_io_timing(monkeypatch, "cpu", settings, telemetry, calls=telemetry.calls)
+    assert len(telemetry.calls) == 5 + 3
+    # 3 joules for 3 calls of 4 images; the warm-up's 5 joules are not the window's
+    assert t.energy_j_per_image == pytest.approx(3 / 12)
