@@ -38,10 +38,9 @@ def test_pick_pins_the_thread_to_the_fastest_cpu_and_close_restores(restore_affi
     assert os.sched_getaffinity(0) == set(cpus)
 
 
-def test_recheck_stays_while_the_cpu_keeps_its_speed_and_rescans_when_it_slows(restore_affinity):
+def test_recheck_stays_while_the_cpu_keeps_its_speed_and_tries_the_next_fastest_when_it_slows(restore_affinity):
     cpus = restore_affinity
-    speeds = {cpu: 500.0 for cpu in cpus}
-    speeds[cpus[0]] = 400.0
+    speeds = {cpu: 500.0 + cpu for cpu in cpus}  # ranking: the lowest-numbered CPU first
     calls = []
 
     def time_cpu(cpu):
@@ -52,15 +51,20 @@ def test_recheck_stays_while_the_cpu_keeps_its_speed_and_rescans_when_it_slows(r
     try:
         assert pinning.pick() == cpus[0]
         calls.clear()
-        speeds[cpus[0]] = 400.0 * 1.1  # within the tolerance: one timing, no scan
-        assert pinning.pick(recheck=True) == cpus[0]
+        speeds[cpus[0]] = 500.0 * 1.1  # within the tolerance: one timing, no move
+        assert pinning.recheck() == cpus[0]
         assert calls == [cpus[0]]
         if len(cpus) > 1:
             calls.clear()
-            speeds[cpus[0]] = 900.0  # slowed: scan again, move to the fastest now
-            assert pinning.pick(recheck=True) == cpus[1]
-            assert calls == [cpus[0]] + cpus
+            speeds[cpus[0]] = 900.0  # slowed: the scan's next fastest, timed once, not a new scan
+            assert pinning.recheck() == cpus[1]
+            assert calls == [cpus[0], cpus[1]]
             assert os.sched_getaffinity(0) == {cpus[1]}
+            calls.clear()
+            for cpu in cpus:
+                speeds[cpu] = 2000.0  # every CPU slowed: at most RECHECK_TRIES others are timed
+            pinning.recheck()
+            assert len(calls) <= 1 + hostcpu.RECHECK_TRIES
         assert pinning.picks[:2] == [cpus[0], cpus[0]]
     finally:
         pinning.close()
@@ -78,8 +82,13 @@ def test_the_real_loop_picks_a_cpu_this_process_may_use(restore_affinity):
 def test_the_bare_loop_pins_with_its_own_code(restore_affinity):
     from inferbench.selfcheck import bareloop
 
-    cpu = bareloop.pin_to_fastest_cpu()
-    assert cpu in restore_affinity and os.sched_getaffinity(0) == {cpu}
+    cpu, seconds = bareloop.pin_to_fastest_cpu(restore_affinity)
+    assert cpu in restore_affinity and os.sched_getaffinity(0) == {cpu} and seconds > 0
+    os.sched_setaffinity(0, set(restore_affinity))
+    pinning = bareloop.CpuPinning(True)
+    pinning.scan()
+    pinning.scan()  # the second scan still sees every CPU, not only the first scan's
+    assert pinning.cpus == restore_affinity and len(pinning.picks) == 2
 
 
 def _cpu_io_timing(monkeypatch, device, settings, telemetry=None, calls=None):
@@ -103,7 +112,7 @@ def test_gpu_cells_record_their_cpus_and_cpu_cells_are_not_pinned(monkeypatch, r
 
     settings = timing.Settings(warmup_iters=2, warmup_min_s=0, min_iters=3, min_time_s=0, rounds=3)
     gpu, _ = _cpu_io_timing(monkeypatch, "cuda", settings)
-    # the warm-up's pick, then one per round
+    # the warm-up's pick, the window's, then a recheck before each later round
     assert len(gpu.host_cpus.split()) == 4 and {int(c) for c in gpu.host_cpus.split()} <= set(restore_affinity)
     assert gpu.host_cpu_speed_ratio >= 1.0 and gpu.host_launch_us == 7.0
     assert os.sched_getaffinity(0) == set(restore_affinity)  # restored after the window

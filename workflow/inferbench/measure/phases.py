@@ -374,16 +374,18 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
         pinning.pick()  # before the warm-up, which then warms the CPU the window starts on
 
         def before_round(index: int) -> None:
-            pinning.pick(recheck=True)
-            if index == 0:
-                if c.device == "cuda":
-                    from inferbench.measure.gpu_clock import launch_us
+            if index > 0:
+                pinning.recheck()
+                return
+            pinning.pick()  # the warm-up may have outlasted the CPU's fast spell
+            if c.device == "cuda":
+                from inferbench.measure.gpu_clock import launch_us
 
-                    host["host_launch_us"] = launch_us()
-                # last before the window's clock starts: its energy is the window's alone, without
-                # the warm-up's (which once made an H200 read 1,047 W)
-                window["energy_start"] = telemetry.energy_mj() if telemetry else None
-                window["power_from"] = len(sampler.power_w) if sampler else 0
+                host["host_launch_us"] = launch_us()
+            # last before the window's clock starts: its energy is the window's alone, without
+            # the warm-up's (which once made an H200 read 1,047 W)
+            window["energy_start"] = telemetry.energy_mj() if telemetry else None
+            window["power_from"] = len(sampler.power_w) if sampler else 0
 
         m = measure(step, setup.timer, settings, progress=log, before_round=before_round)
     window_end = time.monotonic()

@@ -112,12 +112,16 @@ def measure(step: Callable[[], object], timer, settings: Settings,
     round_min_s = settings.min_time_s / rounds
     latencies, sizes = [], []
     start = None
+    paused = 0.0  # set-up between rounds: inside the window's span, not timed
     stopped = "min_reached"
     for index in range(rounds):
+        pause_start = time.perf_counter()
         before_round(index)
         if start is None:  # the window's clock (max_time_s, timed_s) starts after round 0's set-up
             start = time.perf_counter()
             next_report = start + 5.0
+        else:
+            paused += time.perf_counter() - pause_start
         round_start, round_first = time.perf_counter(), len(latencies)
         while True:
             latencies.append(timer.time_ms(step))
@@ -136,7 +140,7 @@ def measure(step: Callable[[], object], timer, settings: Settings,
         sizes.append(len(latencies) - round_first)
         if stopped != "min_reached":
             break
-    return Measurement(latencies, n_warmup, time.perf_counter() - start, stopped, warmup_s, sizes)
+    return Measurement(latencies, n_warmup, time.perf_counter() - start - paused, stopped, warmup_s, sizes)
 
 
 def process_age_s() -> float:

@@ -184,29 +184,59 @@ def host_launch_us(torch, launches: int = 400) -> float:
     return statistics.median(costs)
 
 
-def pin_to_fastest_cpu() -> int | None:
-    """Pin this thread to the CPU that runs a short Python loop fastest right now, as the sweep's
-    GPU cells do with measurement.pin_fastest_cpu (the vCPUs of a virtual machine are not equally
-    fast, and launch-bound cells follow the one they run on). Written again rather than imported
-    from inferbench.measure.hostcpu: the bare loop shares no code with the harness it checks."""
+def python_loop_s() -> float:
+    """Median seconds of a short pure-Python loop on the CPU this thread is on."""
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(10_000):
+            total += i
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs)
+
+
+def pin_to_fastest_cpu(cpus: list[int]) -> tuple[int, float]:
+    """Pin this thread to the one of `cpus` that runs a short Python loop fastest right now, as
+    the sweep's GPU cells do with measurement.pin_fastest_cpu (the vCPUs of a virtual machine
+    are not equally fast, and launch-bound cells follow the one they run on); returns it and its
+    loop's seconds. Written again rather than imported from inferbench.measure.hostcpu: the bare
+    loop shares no code with the harness it checks."""
     import os
 
-    if not hasattr(os, "sched_setaffinity"):
-        return None
     costs = {}
-    for cpu in sorted(os.sched_getaffinity(0)):
+    for cpu in cpus:
         os.sched_setaffinity(0, {cpu})
-        runs = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            total = 0
-            for i in range(10_000):
-                total += i
-            runs.append(time.perf_counter() - t0)
-        costs[cpu] = statistics.median(runs)
+        costs[cpu] = python_loop_s()
     fastest = min(costs, key=costs.get)
     os.sched_setaffinity(0, {fastest})
-    return fastest
+    return fastest, costs[fastest]
+
+
+class CpuPinning:
+    """The thread on the fastest CPU: scanned before the warm-up and before the timed calls, and
+    checked every RECHECK_S during them; a CPU that slowed by more than SLOWED is left for the
+    fastest again (the scan's pause falls between two timed calls, outside both)."""
+
+    RECHECK_S, SLOWED = 0.2, 1.15
+
+    def __init__(self, enabled: bool):
+        import os
+
+        self.cpus = sorted(os.sched_getaffinity(0)) if enabled and hasattr(os, "sched_setaffinity") else []
+        self.picks, self.best_s, self.checked_at = [], 0.0, 0.0
+
+    def scan(self) -> None:
+        if self.cpus:
+            cpu, self.best_s = pin_to_fastest_cpu(self.cpus)
+            self.picks.append(cpu)
+            self.checked_at = time.perf_counter()
+
+    def check(self) -> None:
+        if self.cpus and time.perf_counter() - self.checked_at >= self.RECHECK_S:
+            if python_loop_s() > self.best_s * self.SLOWED:
+                self.scan()
+            self.checked_at = time.perf_counter()
 
 
 def time_loop(call, x, device: str, wall_clock: bool, warmup_s: float, timed_s: float,
@@ -227,19 +257,20 @@ def time_loop(call, x, device: str, wall_clock: bool, warmup_s: float, timed_s: 
             torch.cuda.synchronize()
         return (time.perf_counter() - t0) * 1000.0
 
-    cpus = [pin_to_fastest_cpu()] if pin else []
+    pinning = CpuPinning(pin)
+    pinning.scan()
     began, n = time.perf_counter(), 0
     while n < WARMUP_ITERS or time.perf_counter() - began < warmup_s:
         once_ms()
         n += 1
-    if pin:
-        cpus.append(pin_to_fastest_cpu())
-    time_loop.cpus = cpus
+    pinning.scan()
     if device == "cuda":
         time_loop.host_launch_us = host_launch_us(torch)
     times, began = [], time.perf_counter()
     while len(times) < TIMED_ITERS or time.perf_counter() - began < timed_s:
         times.append(once_ms())
+        pinning.check()
+    time_loop.cpus = pinning.picks
     return times
 
 
