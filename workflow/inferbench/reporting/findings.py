@@ -270,7 +270,7 @@ def round_spread(df: pd.DataFrame, limit_pct: float = 5.0) -> Finding | None:
         return Finding(title, [f"All {len(measured)} cells' rounds agreed within {limit_pct:g}% "
                                f"(median spread {median:.1f}%)."])
     cols = [c for c in ("series", "resolution", "batch_size", "throughput_ips", "ips_spread_pct", "gpu_busy_pct",
-                        "sm_clock_mhz_mean", "host_launch_us") if c in wide.columns]
+                        "sm_clock_mhz_mean", "host_launch_us", "host_cpus") if c in wide.columns]
     table = wide[cols].sort_values("ips_spread_pct", ascending=False).round(1).reset_index(drop=True)
     return Finding(title, [f"{len(wide)} of {len(measured)} cells had rounds more than {limit_pct:g}% apart "
                            f"(median spread over all cells {median:.1f}%). Their throughput is the median round; "

@@ -143,7 +143,11 @@ def method(df: pd.DataFrame) -> list[str]:
     lines.append("Before loading, before the first call and before each io mode, a GPU is kept busy until its "
                  "SM clock is up (`clock_spinup_s`): cuDNN's autotuner and short timed windows otherwise run at "
                  "an idling clock. Each GPU row records the mean SM clock over its timed window "
-                 "(`sm_clock_mhz_mean`) and the host's cost of one kernel launch just before it (`host_launch_us`).")
+                 "(`sm_clock_mhz_mean`) and the host's cost of one kernel launch just before it (`host_launch_us`). "
+                 "Unless `pin_fastest_cpu` is off, the thread that launches a GPU cell's work runs on the host's "
+                 "fastest CPU, chosen by timing a short loop on each before the warm-up and the window and "
+                 "checked between rounds (`host_cpus`; `host_cpu_speed_ratio` is how much slower the slowest "
+                 "CPU was).")
     lines.append("Compilation, export and loading are never inside the timed window; they are reported "
                  "separately (export_s, load_s, compile_s, first_run_ms in the CSV).")
     lines.append("Accuracy: max_abs_err and top-1 agreement against the fp32 pytorch output on the same input.")
