@@ -20,7 +20,7 @@ def restore_affinity():
     os.sched_setaffinity(0, original)
 
 
-def test_pick_pins_the_thread_to_the_fastest_cpu_and_close_restores(restore_affinity):
+def test_pick_pins_the_thread_to_the_fastest_cpu_and_close_restores(restore_affinity, tmp_path):
     cpus = restore_affinity
     speeds = {cpu: 1000.0 - cpu for cpu in cpus}  # the highest-numbered CPU is the fastest
     timed_on = []
@@ -29,7 +29,7 @@ def test_pick_pins_the_thread_to_the_fastest_cpu_and_close_restores(restore_affi
         timed_on.append((cpu, os.sched_getaffinity(0)))
         return speeds[cpu]
 
-    with hostcpu.FastestCpu(time_cpu=time_cpu) as pinning:
+    with hostcpu.FastestCpu(time_cpu=time_cpu, claim_dir=str(tmp_path)) as pinning:
         assert pinning.pick() == cpus[-1]
         assert os.sched_getaffinity(0) == {cpus[-1]}
         # each CPU was timed while the thread was pinned to it alone
@@ -38,7 +38,8 @@ def test_pick_pins_the_thread_to_the_fastest_cpu_and_close_restores(restore_affi
     assert os.sched_getaffinity(0) == set(cpus)
 
 
-def test_recheck_stays_while_the_cpu_keeps_its_speed_and_tries_the_next_fastest_when_it_slows(restore_affinity):
+def test_recheck_stays_while_the_cpu_keeps_its_speed_and_tries_the_next_fastest_when_it_slows(restore_affinity,
+                                                                                             tmp_path):
     cpus = restore_affinity
     speeds = {cpu: 500.0 + cpu for cpu in cpus}  # ranking: the lowest-numbered CPU first
     calls = []
@@ -47,7 +48,7 @@ def test_recheck_stays_while_the_cpu_keeps_its_speed_and_tries_the_next_fastest_
         calls.append(cpu)
         return speeds[cpu]
 
-    pinning = hostcpu.FastestCpu(time_cpu=time_cpu)
+    pinning = hostcpu.FastestCpu(time_cpu=time_cpu, claim_dir=str(tmp_path))
     try:
         assert pinning.pick() == cpus[0]
         calls.clear()
@@ -70,6 +71,33 @@ def test_recheck_stays_while_the_cpu_keeps_its_speed_and_tries_the_next_fastest_
         pinning.close()
 
 
+def test_two_cells_at_once_never_launch_from_the_same_cpu(restore_affinity, tmp_path):
+    """The second measuring thread passes over the CPU the first holds, however fast it reads;
+    the CPU is free again once the first lets go."""
+    cpus = restore_affinity
+    speeds = {cpu: 1000.0 - cpu for cpu in cpus}
+    first = hostcpu.FastestCpu(time_cpu=speeds.get, claim_dir=str(tmp_path))
+    second = hostcpu.FastestCpu(time_cpu=speeds.get, claim_dir=str(tmp_path))
+    try:
+        assert first.pick() == cpus[-1]
+        if len(cpus) > 1:
+            assert second.pick() == cpus[-2]
+        first.close()
+        third = hostcpu.FastestCpu(time_cpu=speeds.get, claim_dir=str(tmp_path))
+        assert third.pick() == cpus[-1]
+        third.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_claim_folder_that_cannot_be_written_claims_nothing_and_refuses_nothing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    claim = hostcpu.CpuClaim(blocker / "claims")  # under a file: cannot be made
+    assert not claim.usable and claim.take(0) and not claim.held_elsewhere(0)
+
+
 def test_the_real_loop_picks_a_cpu_this_process_may_use(restore_affinity):
     assert hostcpu.loop_us(adds=1000, repeats=1) > 0
     with hostcpu.FastestCpu() as pinning:
@@ -82,13 +110,19 @@ def test_the_real_loop_picks_a_cpu_this_process_may_use(restore_affinity):
 def test_the_bare_loop_pins_with_its_own_code(restore_affinity):
     from inferbench.selfcheck import bareloop
 
-    cpu, seconds = bareloop.pin_to_fastest_cpu(restore_affinity)
+    held = {}
+    cpu, seconds = bareloop.pin_to_fastest_cpu(restore_affinity, held)
     assert cpu in restore_affinity and os.sched_getaffinity(0) == {cpu} and seconds > 0
+    assert held["cpu"] == cpu
+    if held["fd"] >= 0:
+        os.close(held["fd"])
     os.sched_setaffinity(0, set(restore_affinity))
     pinning = bareloop.CpuPinning(True)
     pinning.scan()
     pinning.scan()  # the second scan still sees every CPU, not only the first scan's
     assert pinning.cpus == restore_affinity and len(pinning.picks) == 2
+    if pinning.held.get("fd", -1) >= 0:
+        os.close(pinning.held["fd"])
 
 
 def _cpu_io_timing(monkeypatch, device, settings, telemetry=None, calls=None):

@@ -10,7 +10,8 @@ moves the thread between vCPUs, so the same cell measured twice lands at two fig
 
 `FastestCpu` times a short pure-Python loop on each CPU the process may run on (the kernel
 launch path is Python and driver code on that one thread) and pins the calling thread to the
-fastest: before the warm-up, and again after it, just before the timed window. Between the
+fastest that no other cell's thread holds (CpuClaim): before the warm-up, and again after it,
+just before the timed window. Between the
 window's rounds it checks that CPU again (a millisecond) and moves to the next fastest if it has
 slowed: on that H200 machine the CPU under the thread slowed within a round (~0.2 s) in about a
 quarter of rounds. It restores the thread's CPUs when the window ends. A CPU already running another cell's measuring thread
@@ -23,10 +24,13 @@ pinned inherit its CPU, so nothing should start one inside the window.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 LOOP_ADDS = 10_000  # about 0.3 ms on a fast core: long enough to see a slow one, short to scan 16
 LOOP_REPEATS = 3
@@ -48,6 +52,63 @@ def loop_us(adds: int = LOOP_ADDS, repeats: int = LOOP_REPEATS) -> float:
     return statistics.median(times)
 
 
+class CpuClaim:
+    """One measuring thread per CPU on this host: an exclusive lock on a file per CPU in the
+    temporary folder, held while the thread is pinned there, so that cells measured at once
+    (`--resources gpu=K`) launch from CPUs of their own. A loop timed on a CPU that another
+    cell's thread keeps busy can still read fast (the scheduler hands out whole time slices), so
+    the scan cannot be trusted to see it. The kernel lets go of a lock when its process ends,
+    crash or not. Where the folder cannot be written, nothing is claimed and nothing refused."""
+
+    def __init__(self, folder: str | Path | None = None):
+        self.folder = Path(folder or Path(tempfile.gettempdir()) / f"inferbench-cpus-{os.getuid()}")
+        self.cpu, self._fd = None, None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.usable = True
+        except OSError:
+            self.usable = False
+
+    def _lock(self, cpu: int) -> int | None:
+        """An open, exclusively locked file descriptor for `cpu`, or None where another holds it."""
+        try:
+            fd = os.open(self.folder / f"cpu{cpu}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return -1  # cannot claim here: do not refuse the CPU either
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            os.close(fd)
+            return None
+
+    def held_elsewhere(self, cpu: int) -> bool:
+        if not self.usable or cpu == self.cpu:
+            return False
+        fd = self._lock(cpu)
+        if fd is None:
+            return True
+        if fd >= 0:
+            os.close(fd)  # closing the descriptor lets go of its lock
+        return False
+
+    def take(self, cpu: int) -> bool:
+        """Hold `cpu` (letting go of the CPU held before); False where another holds it."""
+        if not self.usable or cpu == self.cpu:
+            return True
+        fd = self._lock(cpu)
+        if fd is None:
+            return False
+        self.release()
+        self.cpu, self._fd = cpu, (fd if fd >= 0 else None)
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self.cpu, self._fd = None, None
+
+
 def can_pin() -> bool:
     return hasattr(os, "sched_setaffinity") and hasattr(os, "sched_getaffinity")
 
@@ -60,6 +121,7 @@ class FastestCpu:
 
     cpus: list[int] | None = None
     time_cpu: object = None
+    claim_dir: str | None = None  # CpuClaim's folder (default: the temporary folder's)
     picks: list[int] = field(default_factory=list)  # the CPU of each pick, in order
     speed_ratio: float | None = None  # slowest over fastest CPU at the first scan
     _fastest_us: float = 0.0
@@ -70,48 +132,51 @@ class FastestCpu:
         if self.cpus is None:
             self.cpus = list(self._original or [])
         self.time_cpu = self.time_cpu or (lambda _cpu: loop_us())
+        self.claim = CpuClaim(self.claim_dir)
 
     def pick(self) -> int | None:
-        """Time every CPU, pin to the fastest and return it (None where threads cannot be
-        pinned). A scan of 16 CPUs takes about 20 ms: done outside the timed window."""
+        """Time every CPU that no other cell's thread holds, pin to the fastest and return it
+        (None where threads cannot be pinned). A scan of 16 CPUs takes about 20 ms: done outside
+        the timed window."""
         if not can_pin() or not self.cpus:
             return None
+        free = [cpu for cpu in self.cpus if not self.claim.held_elsewhere(cpu)] or self.cpus
         timings = {}
-        for cpu in self.cpus:
+        for cpu in free:
             os.sched_setaffinity(0, {cpu})
             timings[cpu] = self.time_cpu(cpu)
         self._ranking = sorted(timings, key=timings.get)
-        fastest = self._ranking[0]
-        os.sched_setaffinity(0, {fastest})
-        self._fastest_us = timings[fastest]
-        if self.speed_ratio is None and timings[fastest] > 0:
-            self.speed_ratio = max(timings.values()) / timings[fastest]
-        self.picks.append(fastest)
-        return fastest
+        # the fastest that can still be claimed (another cell may have taken one since the scan)
+        chosen = next((cpu for cpu in self._ranking if self.claim.take(cpu)), self._ranking[0])
+        os.sched_setaffinity(0, {chosen})
+        self._fastest_us = timings[chosen]
+        if self.speed_ratio is None and timings[chosen] > 0:
+            self.speed_ratio = max(timings.values()) / timings[chosen]
+        self.picks.append(chosen)
+        return chosen
 
     def recheck(self) -> int | None:
         """Between two rounds of a timed window, in about a millisecond: time the CPU the thread
         is on, and keep it if it is still within RECHECK_TOLERANCE of the last scan's fastest;
         else try the next CPUs of that scan's ranking (at most RECHECK_TRIES) and move to the
-        first that is. No full scan: its pause would sit inside the window's energy and
-        utilisation readings."""
+        first that is, and that it can claim; where none is, stay. No full scan: its pause would
+        sit inside the window's energy and utilisation readings."""
         if not can_pin() or not self.picks:
             return self.pick()
-        current = self.picks[-1]
+        chosen = self.picks[-1]
         limit = self._fastest_us * RECHECK_TOLERANCE
-        timings = {current: self.time_cpu(current)}
-        if timings[current] > limit:
-            for cpu in [c for c in self._ranking if c != current][:RECHECK_TRIES]:
+        if self.time_cpu(chosen) > limit:
+            for cpu in [c for c in self._ranking if c != chosen][:RECHECK_TRIES]:
                 os.sched_setaffinity(0, {cpu})
-                timings[cpu] = self.time_cpu(cpu)
-                if timings[cpu] <= limit:
+                if self.time_cpu(cpu) <= limit and self.claim.take(cpu):
+                    chosen = cpu
                     break
-        chosen = min(timings, key=timings.get)
         os.sched_setaffinity(0, {chosen})
         self.picks.append(chosen)
         return chosen
 
     def close(self) -> None:
+        self.claim.release()
         if self._original:
             os.sched_setaffinity(0, set(self._original))
 

@@ -196,21 +196,54 @@ def python_loop_s() -> float:
     return statistics.median(runs)
 
 
-def pin_to_fastest_cpu(cpus: list[int]) -> tuple[int, float]:
-    """Pin this thread to the one of `cpus` that runs a short Python loop fastest right now, as
-    the sweep's GPU cells do with measurement.pin_fastest_cpu (the vCPUs of a virtual machine
-    are not equally fast, and launch-bound cells follow the one they run on); returns it and its
-    loop's seconds. Written again rather than imported from inferbench.measure.hostcpu: the bare
-    loop shares no code with the harness it checks."""
+def claim_cpu(cpu: int):
+    """An exclusive lock on the CPU's file in the folder where the sweep's cells claim theirs
+    (the same protocol as inferbench.measure.hostcpu.CpuClaim, written again): bare loops on
+    several GPUs at once launch from CPUs of their own. An open descriptor holding the lock,
+    -1 where nothing can be claimed here, None where another process holds the CPU."""
+    import fcntl
+    import os
+    import tempfile
+
+    folder = os.path.join(tempfile.gettempdir(), f"inferbench-cpus-{os.getuid()}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(os.path.join(folder, f"cpu{cpu}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return -1
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def pin_to_fastest_cpu(cpus: list[int], held: dict | None = None) -> tuple[int, float]:
+    """Pin this thread to the one of `cpus` that runs a short Python loop fastest right now and
+    that no other process has claimed, as the sweep's GPU cells do with
+    measurement.pin_fastest_cpu (the vCPUs of a virtual machine are not equally fast, and
+    launch-bound cells follow the one they run on); returns it and its loop's seconds. `held`
+    keeps the claim ({"cpu", "fd"}), let go of when the thread moves. Written again rather than
+    imported from inferbench.measure.hostcpu: the bare loop shares no code with the harness."""
     import os
 
+    held = {} if held is None else held
     costs = {}
     for cpu in cpus:
         os.sched_setaffinity(0, {cpu})
         costs[cpu] = python_loop_s()
-    fastest = min(costs, key=costs.get)
-    os.sched_setaffinity(0, {fastest})
-    return fastest, costs[fastest]
+    chosen = min(costs, key=costs.get)
+    for cpu in sorted(costs, key=costs.get):
+        fd = held.get("fd") if cpu == held.get("cpu") else claim_cpu(cpu)
+        if fd is not None:
+            if cpu != held.get("cpu") and held.get("fd", -1) >= 0:
+                os.close(held["fd"])
+            held.update(cpu=cpu, fd=fd)
+            chosen = cpu
+            break
+    os.sched_setaffinity(0, {chosen})
+    return chosen, costs[chosen]
 
 
 class CpuPinning:
@@ -224,11 +257,11 @@ class CpuPinning:
         import os
 
         self.cpus = sorted(os.sched_getaffinity(0)) if enabled and hasattr(os, "sched_setaffinity") else []
-        self.picks, self.best_s, self.checked_at = [], 0.0, 0.0
+        self.picks, self.best_s, self.checked_at, self.held = [], 0.0, 0.0, {}
 
     def scan(self) -> None:
         if self.cpus:
-            cpu, self.best_s = pin_to_fastest_cpu(self.cpus)
+            cpu, self.best_s = pin_to_fastest_cpu(self.cpus, self.held)
             self.picks.append(cpu)
             self.checked_at = time.perf_counter()
 
