@@ -100,7 +100,8 @@ def test_defaults_are_filled():
     c = cfgmod.load_config(raw)
     assert raw == before  # the caller's dict is not modified
     assert c["measurement"] == {"warmup_iters": 10, "warmup_min_s": 0.5, "min_iters": 30, "min_time_s": 1.0,
-                                "max_iters": 2000, "max_time_s": 60, "rounds": 3, "num_buffers": 4, "cpu_threads": None}
+                                "max_iters": 2000, "max_time_s": 60, "rounds": 3, "pin_fastest_cpu": True,
+                                "num_buffers": 4, "cpu_threads": None}
     assert c["io_modes"] == ["device", "host"]
     assert c["results_dir"] == "results"
     assert c["weights"] is None and c["seed"] == 0
