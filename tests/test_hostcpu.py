@@ -179,3 +179,37 @@ def test_the_energy_of_an_io_mode_is_its_timed_window_alone(monkeypatch, restore
     assert len(telemetry.calls) == 5 + 3
     # 3 joules for 3 calls of 4 images; the warm-up's 5 joules are not the window's
     assert t.energy_j_per_image == pytest.approx(3 / 12)
+
+
+def test_nvml_cpu_affinity_words_become_cpu_numbers():
+    from inferbench.measure.telemetry.gpu import cpus_from_affinity_words
+
+    assert cpus_from_affinity_words([0b1011, 0]) == {0, 1, 3}
+    assert cpus_from_affinity_words([0, 1 << 63 | 1]) == {64, 127}
+    assert cpus_from_affinity_words([]) == set()
+
+
+def test_gpu_cells_choose_among_the_cpus_nearest_the_gpu(restore_affinity):
+    from inferbench.measure import phases, timing
+
+    settings = timing.Settings()
+    near = SimpleNamespace(local_cpus=lambda: {restore_affinity[-1], 10_000})  # 10,000: not this process's
+    assert phases.host_cpu_pinning("cuda", settings, near).cpus == [restore_affinity[-1]]
+    # NVML cannot say, or names none of this process's CPUs: every CPU it may use
+    for unknown in (SimpleNamespace(local_cpus=lambda: None), SimpleNamespace(local_cpus=lambda: {10_000}), None):
+        assert phases.host_cpu_pinning("cuda", settings, unknown).cpus == restore_affinity
+    assert isinstance(phases.host_cpu_pinning("cpu", settings, near), hostcpu.NoPinning)
+
+
+def test_a_scan_of_a_large_host_times_a_sample_and_keeps_the_current_cpu(monkeypatch, restore_affinity, tmp_path):
+    cpus = restore_affinity
+    monkeypatch.setattr(hostcpu, "MAX_SCANNED", 1)
+    timed = []
+    pinning = hostcpu.FastestCpu(time_cpu=lambda cpu: timed.append(cpu) or 100.0, claim_dir=str(tmp_path))
+    try:
+        first = pinning.pick()
+        assert len(timed) == 1 and first in cpus
+        timed.clear()
+        assert pinning.pick() == first and timed == [first]  # the sample keeps the CPU it is on
+    finally:
+        pinning.close()

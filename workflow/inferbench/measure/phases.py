@@ -87,6 +87,9 @@ class GpuTelemetry:
     def energy_mj(self):
         return self.reader.energy_mj() if self.reader else None
 
+    def local_cpus(self) -> set[int] | None:
+        return self.reader.local_cpus() if self.reader else None
+
     def spin_up(self) -> float:
         """Bring the SM clock up (see inferbench.measure.gpu_clock); seconds spent."""
         from inferbench.measure.gpu_clock import spin_up
@@ -347,12 +350,18 @@ def io_step(io: str, loaded: Loaded, inputs: Inputs, device: str) -> Callable[[]
     return step
 
 
-def host_cpu_pinning(device: str, settings: Settings):
-    """GPU cells: the launching thread on the host's fastest CPU (inferbench.measure.hostcpu).
-    CPU cells run on every CPU their threads may use, and are left to the scheduler."""
+def host_cpu_pinning(device: str, settings: Settings, telemetry: GpuTelemetry | None = None):
+    """GPU cells: the launching thread on the host's fastest CPU (inferbench.measure.hostcpu),
+    among those nearest the GPU where NVML names them (on a host of two sockets, a launch from
+    the other socket's cores crosses the link between them). CPU cells run on every CPU their
+    threads may use, and are left to the scheduler."""
     from inferbench.measure.hostcpu import FastestCpu, NoPinning, can_pin
 
-    return FastestCpu() if device == "cuda" and settings.pin_fastest_cpu and can_pin() else NoPinning()
+    if device != "cuda" or not settings.pin_fastest_cpu or not can_pin():
+        return NoPinning()
+    allowed = os.sched_getaffinity(0)
+    near = (telemetry.local_cpus() if telemetry else None) or set()
+    return FastestCpu(cpus=sorted(allowed & near) or None)
 
 
 def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup: DeviceSetup,
@@ -370,7 +379,7 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
     log(f"io={io}: warm-up and timing (min {settings.min_iters} iterations, {settings.min_time_s} s)")
     sampler = telemetry.sampler if telemetry else None
     host, window = {}, {}
-    with host_cpu_pinning(c.device, settings) as pinning:
+    with host_cpu_pinning(c.device, settings, telemetry) as pinning:
         pinning.pick()  # before the warm-up, which then warms the CPU the window starts on
 
         def before_round(index: int) -> None:

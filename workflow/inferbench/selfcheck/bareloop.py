@@ -196,6 +196,22 @@ def python_loop_s() -> float:
     return statistics.median(runs)
 
 
+def gpu_local_cpus() -> set[int]:
+    """The CPUs nearest the GPU this process uses, from NVML (empty where it cannot say)."""
+    import os
+
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(int(visible) if visible.isdigit() else 0)
+        words = pynvml.nvmlDeviceGetCpuAffinity(handle, -(-(os.cpu_count() or 1) // 64))
+    except Exception:  # no NVML, no GPU, an older driver: every CPU is a candidate
+        return set()
+    return {64 * j + i for j, word in enumerate(words) for i in range(64) if int(word) >> i & 1}
+
+
 def claim_cpu(cpu: int):
     """An exclusive lock on the CPU's file in the folder where the sweep's cells claim theirs
     (the same protocol as inferbench.measure.hostcpu.CpuClaim, written again): bare loops on
@@ -257,6 +273,8 @@ class CpuPinning:
         import os
 
         self.cpus = sorted(os.sched_getaffinity(0)) if enabled and hasattr(os, "sched_setaffinity") else []
+        near = sorted(set(self.cpus) & gpu_local_cpus())
+        self.cpus = near or self.cpus  # as the cells do: the CPUs nearest the GPU, where NVML names them
         self.picks, self.best_s, self.checked_at, self.held = [], 0.0, 0.0, {}
 
     def scan(self) -> None:

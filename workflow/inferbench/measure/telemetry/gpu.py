@@ -147,6 +147,11 @@ class NvmlReader:
     def max_sm_clock_mhz(self) -> float | None:
         return self._try(self.nvml.nvmlDeviceGetMaxClockInfo, self.handle, self.nvml.NVML_CLOCK_SM)
 
+    def local_cpus(self) -> set[int] | None:
+        """The CPUs nearest the GPU (its NUMA node's, from NVML), or None where NVML cannot say."""
+        words = self._try(self.nvml.nvmlDeviceGetCpuAffinity, self.handle, -(-(os.cpu_count() or 1) // 64))
+        return cpus_from_affinity_words(words) if words is not None else None
+
     def state(self) -> dict:
         """SM clock, temperature and throttle reasons: read at the start and end of a cell."""
         n = self.nvml
@@ -156,6 +161,11 @@ class NvmlReader:
             "temp_c": self._try(n.nvmlDeviceGetTemperature, self.handle, n.NVML_TEMPERATURE_GPU),
             "throttle_reasons": throttle_names(self._try(reasons_fn, self.handle)),
         }
+
+
+def cpus_from_affinity_words(words) -> set[int]:
+    """NVML's CPU affinity, 64-bit words lowest first, as CPU numbers."""
+    return {64 * j + i for j, word in enumerate(words) for i in range(64) if int(word) >> i & 1}
 
 
 # NVML averages utilisation over its own sample period (1/6 s on recent GPUs): a reading taken
