@@ -213,3 +213,16 @@ def test_a_scan_of_a_large_host_times_a_sample_and_keeps_the_current_cpu(monkeyp
         assert pinning.pick() == first and timed == [first]  # the sample keeps the CPU it is on
     finally:
         pinning.close()
+
+
+def test_host_cpus_command_times_every_cpu_in_each_pass(capsys, restore_affinity):
+    from inferbench import cli
+
+    assert cli.main(["host-cpus", "--passes", "2", "--adds", "500"]) == 0
+    out = capsys.readouterr().out
+    for cpu in restore_affinity:
+        assert f"cpu {cpu:>3}:" in out
+    assert "slowest over fastest CPU within a pass" in out
+    assert os.sched_getaffinity(0) == set(restore_affinity)
+    assert cli.main(["host-cpus", "--passes", "0"]) == 2
+    assert "--passes and --adds must be at least 1" in capsys.readouterr().err

@@ -25,6 +25,7 @@ COMMANDS = {
     "compare": "compare",
     "crosscheck": "crosscheck",
     "harness-check": "harness_check",
+    "host-cpus": "host_cpus",
 }
 
 
