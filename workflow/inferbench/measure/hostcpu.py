@@ -11,12 +11,11 @@ moves the thread between vCPUs, so the same cell measured twice lands at two fig
 `FastestCpu` times a short pure-Python loop on each CPU the process may run on (the kernel
 launch path is Python and driver code on that one thread) and pins the calling thread to the
 fastest that no other cell's thread holds (CpuClaim): before the warm-up, and again after it,
-just before the timed window. Between the
-window's rounds it checks that CPU again (a millisecond) and moves to the next fastest if it has
-slowed: on that H200 machine the CPU under the thread slowed within a round (~0.2 s) in about a
-quarter of rounds. It restores the thread's CPUs when the window ends. A CPU already running another cell's measuring thread
-times slow (they share it) and is passed over. Where every CPU runs alike (bare metal), it
-costs a few milliseconds and changes nothing.
+just before the timed window. Between the window's rounds it checks that CPU again (a
+millisecond) and moves to the next fastest if it has slowed: on that H200 machine the CPU under
+the thread slowed between two rounds (~0.2 s apart) in about a quarter of them. It restores the
+thread's CPUs when the window ends. Where every CPU runs alike (bare metal), it costs a few
+milliseconds and changes nothing.
 
 Only the calling thread moves (sched_setaffinity on thread 0); threads started while it is
 pinned inherit its CPU, so nothing should start one inside the window.
