@@ -398,6 +398,7 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
 
         m = measure(step, setup.timer, settings, progress=log, before_round=before_round)
     window_end = time.monotonic()
+    host_cpus = " ".join(map(str, pinning.picks)) or None
     energy_end = telemetry.energy_mj() if telemetry else None
     stats = summarize(m.latencies_ms, c.batch_size, m.round_latencies())
     power = sampler.power_w[window["power_from"]:] if sampler else None
@@ -412,14 +413,14 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
         + (f", GPU busy {busy:.0f}%" if busy is not None else "")
         + (f", SM clock {clock:.0f} MHz" if clock is not None else "")
         + (f", host launch {host['host_launch_us']:.1f} us" if "host_launch_us" in host else "")
-        + (f", on CPU {' '.join(map(str, pinning.picks))}" if pinning.picks else ""))
+        + (f", on CPU {host_cpus}" if host_cpus else ""))
     return IoTiming(io=io, timer=setup.timer.name, measurement=m, stats=stats,
                     # the settings in force for this row: a later io mode warms up without the time floor
                     settings_json=json.dumps(dict(spec.measurement, warmup_min_s=settings.warmup_min_s,
                                                   stopped_by=m.stopped_by), sort_keys=True),
                     energy_j_per_image=j_per_image, power_w_mean=watts, gpu_busy_pct=busy, sm_clock_mhz_mean=clock,
                     host_launch_us=host.get("host_launch_us"),
-                    host_cpus=" ".join(map(str, pinning.picks)) or None, host_cpu_speed_ratio=pinning.speed_ratio)
+                    host_cpus=host_cpus, host_cpu_speed_ratio=pinning.speed_ratio)
 
 
 # --- memory and the GPU's end state ---------------------------------------------------------
