@@ -85,3 +85,26 @@ def test_the_report_puts_a_failed_check_before_everything_else(tmp_path):
     text = md.read_text()
     assert text.index("## Read first") < text.index("## Environment") < text.index("### Harness check\n")
     assert "Harness check failed for 1 of 1 cells" in text
+
+
+def test_the_report_says_when_the_check_is_missing_or_was_stopped_part_way(tmp_path):
+    from inferbench.reporting import report
+
+    summary = pd.DataFrame([dict(_row(b, "fp16", "cuda", 224, 64, busy=61), latency_ms_median=2.6, latency_cv=0.01,
+                                 reason="", timer="cuda_event", n_warmup=10, n_iters=50, measurement="{}")
+                            for b in ("pytorch", "torchscript")])
+    md = tmp_path / "report.md"
+    csv = tmp_path / "harness_check.csv"
+    report.write_report(summary, tmp_path / "figures", md_path=md, harness_check_path=csv)
+    text = md.read_text()
+    assert text.index("## Read first") < text.index("### No harness check") < text.index("## Environment")
+
+    pd.DataFrame([{"backend": "pytorch", "precision": "fp16", "resolution": 224, "batch_size": 64, "io": "device",
+                   "harness_ips": 39000.0, "bare_ips": 39300.0, "ratio": 39000 / 39300, "device": "cuda",
+                   "note": ""}]).to_csv(harnesscheck.partial_path(csv), index=False)
+    report.write_report(summary, tmp_path / "figures", md_path=md, harness_check_path=csv)
+    text = md.read_text()
+    assert "No harness check" not in text
+    assert text.index("### Harness check not finished") < text.index("## Environment") < text.index(
+        "### Harness check\n")
+    assert "stopped after 1 of the 2 cells in its sample" in text

@@ -205,6 +205,34 @@ def test_harness_check_measures_each_cpu_backend_again_in_a_fresh_process(run, s
     assert "Harness check" in (run["results"] / "report.md").read_text()
 
 
+def test_a_harness_check_stopped_part_way_keeps_the_rows_it_measured(run, tmp_path):
+    """SIGTERM (how Snakemake and schedulers end a job) after the first bare loop: the rows so far
+    stay on disk, the loop it killed is not one of them, and no bare traceback."""
+    import signal
+    import time
+
+    import pandas as pd
+
+    out = tmp_path / "harness_check.csv"
+    cmd = [str(BIN / "inferbench"), "harness-check", "--summary", str(run["results"] / "summary.parquet"),
+           "--config", str(run["results"] / "config.resolved.yaml"), "--results", str(run["results"]),
+           "--lock-dir", str(tmp_path / "locks"), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=_env())
+    lines, deadline = [], time.time() + 180
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        lines.append(line)
+        if "[1/3]" in line or not line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "stopped after 1 of 3 cells" in rest and "Traceback" not in rest, rest
+    assert not out.exists()
+    kept = pd.read_csv(tmp_path / "harness_check.partial.csv")
+    assert len(kept) == 1 and kept["bare_ips"].iloc[0] > 0 and kept["note"].isna().all(), kept.to_string()
+
+
 # ------------------------------------------------------------------ incremental builds
 
 

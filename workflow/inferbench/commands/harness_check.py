@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 
 HELP = "measure a sample of the sweep's cells again with a bare loop in fresh processes; write the ratios"
@@ -17,21 +18,68 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="CSV to write")
 
 
-def run(args) -> int:
-    import contextlib
+def _stop_on_sigterm():
+    """A scheduler or Snakemake ends a job with SIGTERM: stop as on Ctrl-C, keeping the rows."""
+    import signal
 
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def run(args) -> int:
     import pandas as pd
     import yaml
 
-    from inferbench.process.compilecache import cache_env
-    from inferbench.process.devices import GpuClaim, candidate_gpus
-    from inferbench.selfcheck.harnesscheck import check, outside_band, RATIO_BAND
+    from inferbench.selfcheck.harnesscheck import (outside_band, partial_path, RATIO_BAND, sample_size,
+                                                   table_of)
 
     config = yaml.safe_load(Path(args.config).read_text())
     summary = pd.read_parquet(args.summary)
 
     def log(msg):
         print(f"[inferbench harness-check] {msg}", file=sys.stderr, flush=True)
+
+    partial = partial_path(args.out)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    rows: dict = {}
+    stopped, saving = [], threading.Lock()
+
+    def save(measured):
+        table_of(measured).to_csv(partial, index=False)
+
+    def keep(msg):  # each bare loop's line, then the rows so far on disk
+        log(msg)
+        with saving:
+            if not stopped:  # after a stop, a loop it killed is not a measurement
+                save(dict(rows))
+
+    _stop_on_sigterm()
+    try:
+        table = _check(args, config, summary, rows, keep, log)
+    except KeyboardInterrupt as exc:
+        rows = getattr(exc, "rows", rows)  # CheckStopped: as they were before any loop was killed
+        with saving:
+            stopped.append(True)
+            save(rows)
+        log(f"stopped after {len(rows)} of {sample_size(summary)} cells; the rows measured are in {partial} "
+            "(the check is not complete, so no harness_check.csv: run the sweep again to measure it whole)")
+        return 130
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    partial.unlink(missing_ok=True)
+    off = outside_band(table)
+    log(f"{len(table)} cells checked; {len(off)} outside [{RATIO_BAND[0]}, {RATIO_BAND[1]}]")
+    return 0
+
+
+def _check(args, config, summary, rows, progress, log):
+    import contextlib
+
+    from inferbench.process.compilecache import cache_env
+    from inferbench.process.devices import GpuClaim, candidate_gpus
+    from inferbench.selfcheck.harnesscheck import check
 
     needs_gpu = ((summary["device"] == "cuda") & (summary["status"] == "ok")).any()
     # the cells' compile caches: a torch_compile bare loop compiles what its cell compiled
@@ -49,11 +97,5 @@ def run(args) -> int:
                 claims.append(stack.enter_context(GpuClaim(args.lock_dir)))
             gpus = [c.gpu for c in claims]
             log(f"claimed GPU {', '.join(gpus)}")
-            table = check(summary, config, Path(args.results), env, progress=log, gpus=gpus)
-    else:
-        table = check(summary, config, Path(args.results), env, progress=log)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    off = outside_band(table)
-    log(f"{len(table)} cells checked; {len(off)} outside [{RATIO_BAND[0]}, {RATIO_BAND[1]}]")
-    return 0
+            return check(summary, config, Path(args.results), env, progress=progress, gpus=gpus, rows=rows)
+    return check(summary, config, Path(args.results), env, progress=progress, rows=rows)

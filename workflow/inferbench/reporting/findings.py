@@ -288,16 +288,32 @@ def _context(r) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def harness_check(check: pd.DataFrame | None) -> tuple[Finding | None, Finding | None]:
-    """(a warning for the top of the report or None, the section "Harness check" or None)."""
+def harness_check(check: pd.DataFrame | None, state: str | None = None,
+                  sample: int | None = None) -> tuple[Finding | None, Finding | None]:
+    """(a warning for the top of the report or None, the section "Harness check" or None).
+    state: "complete", "partial" (a check stopped after some of its `sample` cells) or "missing"
+    (the report was asked for a check that is not there); None: the caller has no check to give."""
     from inferbench.selfcheck.harnesscheck import RATIO_BAND, outside_band
 
+    if state == "missing":
+        return Finding("No harness check", [
+            "This run has no harness_check.csv: its figures were not measured again by an independent "
+            "bare loop. Run the sweep to its end (snakemake makes the check before the report)."],
+            alert=True), None
     if check is None:
         return None, None
     lo, hi = RATIO_BAND
     title = "Harness check"
-    if check.empty:
+    if check.empty and state != "partial":
         return None, Finding(title, ["No cell ran ok, so none was checked."])
+    stopped = None
+    if state == "partial":
+        stopped = Finding("Harness check not finished", [
+            f"The harness check was stopped after {len(check)} of the {sample} cells in its sample "
+            "(its rows are from harness_check.partial.csv); the other cells were not measured again."],
+            alert=True)
+    if check.empty:
+        return stopped, None
     off = outside_band(check)
     ratios = pd.to_numeric(check["ratio"], errors="coerce").dropna()
     sentences = [f"{len(check)} of the sweep's cells were measured again, each by an independent bare loop in a "
@@ -308,13 +324,15 @@ def harness_check(check: pd.DataFrame | None) -> tuple[Finding | None, Finding |
         sentences.append(f"Ratios from {ratios.min():.3f} to {ratios.max():.3f}; {len(off)} outside the band.")
     section = Finding(title, sentences, check.round(3))
     if off.empty:
-        return None, section
+        return stopped, section
     names = "; ".join(f"{r.backend} {r.precision} {r.device} {r.resolution} px b{r.batch_size}: "
                       + (f"{r.ratio:.3f}" if pd.notna(r.ratio) else str(r.note)) + _context(r) for r in off.itertuples())
     warning = Finding(f"Harness check failed for {len(off)} of {len(check)} cells",
                       [f"An independent bare loop in a fresh process measured these cells outside "
                        f"[{lo}, {hi}] of the sweep's figure: {names}. Do not rank backends on these cells "
                        "until a rerun agrees; see \"Harness check\" below."], off.round(3), alert=True)
+    if stopped is not None:
+        warning.sentences = stopped.sentences + warning.sentences
     return warning, section
 
 
@@ -339,11 +357,15 @@ def failures_by_reason(df: pd.DataFrame) -> Finding:
 
 def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRESHOLD,
                     top1_threshold: float = DEFAULT_TOP1_THRESHOLD, check: pd.DataFrame | None = None,
-                    exports: list[dict] | None = None) -> list[Finding]:
-    """check: the harness check's table (inferbench.selfcheck.harnesscheck), when the run made one;
-    exports: the run's export records (exports.json), for the sweep's clock."""
+                    exports: list[dict] | None = None, check_state: str | None = None) -> list[Finding]:
+    """check: the harness check's table (inferbench.selfcheck.harnesscheck), when the run made one,
+    and check_state its state (harnesscheck.read_check); exports: the run's export records
+    (exports.json), for the sweep's clock."""
+    from inferbench.selfcheck.harnesscheck import sample_size
+
     df = prepared(summary)
-    warning, check_section = harness_check(check)
+    sample = sample_size(summary) if check_state == "partial" else None
+    warning, check_section = harness_check(check, check_state, sample)
     items = [
         warning,
         best_per_resolution(df),

@@ -317,15 +317,16 @@ def read_exports(path) -> list[dict] | None:
 def write_report(summary: pd.DataFrame, figures_dir, tables_dir=None, html_path=None, md_path=None,
                  config_path=None, cv_threshold: float = findings.DEFAULT_CV_THRESHOLD, harness_check_path=None,
                  exports_path=None) -> None:
-    from inferbench.selfcheck.harnesscheck import read_table
+    from inferbench.selfcheck.harnesscheck import read_check
 
     figures_dir = Path(figures_dir)
     config_text = read_config(config_path)
     resolutions = sorted(int(r) for r in summary["resolution"].dropna().unique())
     figure_paths = figure_list(figures_dir, resolutions)
-    check = read_table(harness_check_path) if harness_check_path else None
+    check, check_state = read_check(harness_check_path) if harness_check_path else (None, None)
     exports = read_exports(exports_path) if exports_path else None
-    items = findings.derive_findings(summary, cv_threshold=cv_threshold, check=check, exports=exports)
+    items = findings.derive_findings(summary, cv_threshold=cv_threshold, check=check, exports=exports,
+                                     check_state=check_state)
     if html_path:
         Path(html_path).parent.mkdir(parents=True, exist_ok=True)
         Path(html_path).write_text(html_report(summary, items, figure_paths, config_text), encoding="utf-8")

@@ -157,13 +157,15 @@ def run_bare(spec: dict, env: dict, timeout_s: float) -> dict:
 
 
 def check(summary: pd.DataFrame, config: dict, results_dir: Path, env: dict | None = None,
-          timeout_s: float = 900.0, progress=print, gpus: list[str] | None = None) -> pd.DataFrame:
+          timeout_s: float = 900.0, progress=print, gpus: list[str] | None = None,
+          rows: dict | None = None) -> pd.DataFrame:
     """gpus: the GPUs the check may measure on at once, one bare loop each (default: the one the
-    environment makes visible)."""
+    environment makes visible). rows: filled in as each bare loop ends (position in the sample ->
+    row), so that a caller stopped part way keeps what was measured (table_of)."""
     selected = select_cells(summary)
     env = dict(env or os.environ)
     gpus = gpus or [None]
-    rows: dict[int, dict] = {}
+    rows = {} if rows is None else rows
     items = list(enumerate(selected.iterrows(), 1))
     for first in range(0, len(items), BATCH):
         batch = items[first:first + BATCH]
@@ -179,12 +181,31 @@ def check(summary: pd.DataFrame, config: dict, results_dir: Path, env: dict | No
             on_cpu = [(i, row) for i, (_, row) in batch if i in loops and row["device"] != "cuda"]
             on_gpu = [(i, row) for i, (_, row) in batch if i in loops and row["device"] == "cuda"]
             for i, row in on_cpu:  # alone, as CPU cells are measured
-                rows[i] = _measure(loops[i], row, {}, timeout_s, progress, i, len(items))
+                _measure(loops[i], row, {}, timeout_s, progress, i, len(items), rows)
             _on_gpus(on_gpu, loops, gpus, timeout_s, progress, len(items), rows)
+        except KeyboardInterrupt as exc:
+            raise CheckStopped(dict(rows)) from exc  # taken before the loops are killed below
         finally:
             for loop in loops.values():
                 loop.stop()
+    return table_of(rows)
+
+
+class CheckStopped(KeyboardInterrupt):
+    """The check was interrupted; `rows` are those measured before it, not the loops it killed."""
+
+    def __init__(self, rows: dict):
+        super().__init__("harness check stopped")
+        self.rows = rows
+
+
+def table_of(rows: dict) -> pd.DataFrame:
+    """The check's table from the rows measured so far, in the sample's order."""
     return pd.DataFrame([rows[i] for i in sorted(rows)], columns=COLUMNS)
+
+
+def sample_size(summary: pd.DataFrame) -> int:
+    return len(select_cells(summary))
 
 
 def _on_gpus(todo, loops, gpus, timeout_s, progress, total, rows) -> None:
@@ -200,7 +221,7 @@ def _on_gpus(todo, loops, gpus, timeout_s, progress, total, rows) -> None:
                 i, row = work.get_nowait()
             except queue.Empty:
                 return
-            rows[i] = _measure(loops[i], row, go, timeout_s, progress, i, total)
+            _measure(loops[i], row, go, timeout_s, progress, i, total, rows)
 
     threads = [threading.Thread(target=serve, args=(gpu,)) for gpu in gpus[:max(1, len(todo))]]
     for t in threads:
@@ -209,15 +230,15 @@ def _on_gpus(todo, loops, gpus, timeout_s, progress, total, rows) -> None:
         t.join()
 
 
-def _measure(loop: BareLoop, row, go: dict, timeout_s: float, progress, i: int, total: int) -> dict:
+def _measure(loop: BareLoop, row, go: dict, timeout_s: float, progress, i: int, total: int, rows: dict) -> None:
+    """Measure, keep the row in rows[i], then say so (the progress line may save the rows)."""
     result = loop.run(go, timeout_s)
-    out = _row(row, result, loop.started, time.time() - loop.started)
+    out = rows[i] = _row(row, result, loop.started, time.time() - loop.started)
     name = f"{row['backend']} {row['precision']} {row['device']} {row['resolution']} px batch {row['batch_size']}"
     ratio, bare = out["ratio"], out["bare_ips"]
     shown = f"ratio {ratio:.3f} (harness {out['harness_ips']:,.0f}, bare {bare:,.0f} images/s)" if ratio else out["note"]
     where = f" on GPU {go['CUDA_VISIBLE_DEVICES']}" if go.get("CUDA_VISIBLE_DEVICES") else ""
     progress(f"[{i}/{total}] {name}{where}: {shown} ({out['check_s']:.1f} s from its process's start)")
-    return out
 
 
 def _row(row, result: dict, started: float | None, seconds: float) -> dict:
@@ -243,6 +264,23 @@ def outside_band(table: pd.DataFrame) -> pd.DataFrame:
     lo, hi = RATIO_BAND
     ratio = pd.to_numeric(table["ratio"], errors="coerce")
     return table[ratio.isna() | (ratio < lo) | (ratio > hi)]
+
+
+def partial_path(out) -> Path:
+    """Where an unfinished check keeps the rows it measured: beside its CSV, under a name no rule
+    claims, so that a check stopped part way (Ctrl-C, a time limit) loses none of them."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.partial{out.suffix}")
+
+
+def read_check(path) -> tuple[pd.DataFrame | None, str]:
+    """The check at path and its state: "complete", "partial" (only the rows of a check that was
+    stopped, from partial_path) or "missing"."""
+    table = read_table(path)
+    if table is not None:
+        return table, "complete"
+    table = read_table(partial_path(path))
+    return (table, "partial") if table is not None else (None, "missing")
 
 
 def read_table(path) -> pd.DataFrame | None:
