@@ -17,7 +17,8 @@ from inferbench.errors import UserError
 # runs, and for an export or a cell also its own backend's module (never another backend's).
 from inferbench.sweep.codedeps import job_code
 from inferbench.sweep.config import Cell, backend_of, cells, config_sha256, load_config, options_of
-from inferbench.sweep.spec import artifact_key_for, artifact_manifest, cell_spec_for, export_spec_for, known_skip
+from inferbench.sweep.spec import (artifact_key_for, artifact_manifest, cell_spec_for, export_claims_gpu,
+                                   export_spec_for, known_skip)
 
 try:
     _resolved = load_config(dict(config))
@@ -149,8 +150,9 @@ for _cell in CELLS:
     CELL_ARTIFACT[_cell] = _manifest
 
 
-def export_device(wc):
-    return EXPORTS[f"{RESULTS}/artifacts/{wc.model}/{wc.backend}/{wc.artifact}.json"].key.get("device", "cpu")
+def export_gpu_tokens(wc):
+    """1 for an export that has a GPU to itself (inferbench.sweep.spec.export_claims_gpu), else 0."""
+    return 1 if export_claims_gpu(EXPORTS[f"{RESULTS}/artifacts/{wc.model}/{wc.backend}/{wc.artifact}.json"]) else 0
 
 
 def export_spec(wc):

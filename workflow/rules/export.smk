@@ -18,12 +18,13 @@ rule export_artifact:
     # Every export before the first cell, several at once, none beside a timed cell. They are all
     # ready when the run starts and come first (priority); each needs no more than any cell (one
     # core; one built on a GPU, a GPU token too, and it claims that GPU, since a TensorRT build
-    # times its kernels there), so no cell is started while an export waits. A cell that starts
-    # while the last exports still run waits for them (inferbench.process.devices.ExportsRunning).
+    # times its kernels there; torch.compile's precompilations share it), so no cell is started
+    # while an export waits. A cell that starts while the last exports still run waits for them
+    # (inferbench.process.devices.ExportsRunning).
     priority: 100
     threads: 1
     resources:
-        gpu=lambda wc: 1 if export_device(wc) == "cuda" else 0,
+        gpu=export_gpu_tokens,
     shell:
         "python -m inferbench export --spec {params.spec:q} --out {output.manifest:q} > {log:q} 2>&1"
 

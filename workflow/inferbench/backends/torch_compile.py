@@ -1,15 +1,31 @@
-"""torch.compile (Inductor). Compilation happens in `load`, timed as compile_s, never in the timed window."""
+"""torch.compile (Inductor). Compilation happens in `load`, timed as compile_s, never in the timed window.
+
+With `precompile: true` the compilation moves out of the cells: each (device, precision,
+resolution; and batch size, with `dynamic: false`) is compiled once by an export job into the
+results folder's Inductor cache (inferbench.process.compilecache), all of them side by side
+before the first cell, and each cell's `load` then compiles from that cache (`compile_s` is then
+a cache hit, `fx_graph_cache_hits` says so; the cold compilation's seconds are the export's
+`export_s`). Nothing a cell times changes: its kernels are the ones it would have compiled, and
+kernels that Inductor tunes by timing them are tuned in the cell, alone (below).
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from inferbench.backends.base import Runner, parse_dataclass, torch_dtype
 from inferbench.backends.torch_common import module_runner, place_model
 from inferbench.errors import UserError
 
-ARTIFACT_SUFFIX = None
+# The artifact of a precompilation is its record; what it compiled lives in Inductor's cache.
+ARTIFACT_SUFFIX = ".compiled.json"
+# With `dynamic: batch` one compilation serves every batch size: it is made at the smallest.
+NEEDS_BATCH_RANGE = True
+# What the compilation depends on (all but `precompile` itself, which only says whether to export).
+EXPORT_OPTIONS = ("mode", "compile_backend", "dynamic", "fullgraph", "channels_last", "tf32")
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -25,6 +41,9 @@ class Options:
     fullgraph: bool = False
     channels_last: bool | None = None
     tf32: bool = False
+    # true: compile before the cells, several at once, into the results folder's cache (the
+    # module's docstring); false: each warm worker compiles on its first cell of a shape.
+    precompile: bool = False
 
     def check(self):
         if self.mode not in MODES:
@@ -38,7 +57,48 @@ def parse_options(raw):
 
 
 def artifact_key(cell, options):
-    return None
+    if not options.precompile:
+        return None
+    key = {"device": cell.device, "precision": cell.precision, "resolution": cell.resolution}
+    if options.dynamic is False:  # one compilation per shape
+        key["batch_size"] = cell.batch_size
+    return key
+
+
+def autotunes_when_compiling(options) -> bool:
+    """max-autotune times candidate kernels while it compiles and keeps the fastest in what it
+    compiled: that must happen alone on the GPU, as a cell is timed."""
+    return options.mode.startswith("max-autotune")
+
+
+def export_shares_gpu(options) -> bool:
+    """Precompilations of the other modes run side by side on one GPU (inferbench.sweep.spec)."""
+    return not autotunes_when_compiling(options)
+
+
+def export(spec, options, out_path) -> dict:
+    """Compile as the cells of this key will (the same `load`), into Inductor's on-disk cache
+    (the export job's environment points it at the results folder's); the artifact is the record."""
+    import torch
+
+    from inferbench.backends.base import LoadContext
+    from inferbench.process.devices import require_device
+    from inferbench.sweep.config import Cell
+
+    require_device(spec.device)
+    if not autotunes_when_compiling(options):
+        # Side by side with other precompilations, the Triton kernels that Inductor tunes by
+        # timing them on their first run (reductions, say) would be timed under contention: keep
+        # none of those choices, so that each cell tunes them itself, alone, on its first call.
+        torch._inductor.config.autotune_local_cache = False
+    batch = spec.key.get("batch_size") or min(spec.batch_sizes)
+    cell = Cell(spec.model, "torch_compile", spec.device, spec.precision, spec.resolution, batch)
+    runner = load(LoadContext(cell=cell, options=options, artifact_path=None, threads=torch.get_num_threads(),
+                              build_model=spec.build_model))
+    facts = {"compiled_at_batch_size": batch, "compile_s": runner.compile_s,
+             **{k: runner.facts[k] for k in ("fx_graph_cache_hits", "fx_graph_cache_misses")}}
+    Path(out_path).write_text(json.dumps(facts, indent=2, sort_keys=True) + "\n")
+    return facts
 
 
 def unsupported(cell, options):

@@ -80,15 +80,19 @@ def run_isolated(args, manifest: dict, spec, started_at: float) -> int:
     import contextlib
 
     from inferbench.backends.base import Skip
+    from inferbench.process.compilecache import cache_env
     from inferbench.process.devices import ExportsRunning, GpuClaim
     from inferbench.process.isolation import run_inferbench
+    from inferbench.sweep.spec import export_claims_gpu
 
     argv = ["export", "--worker", "--spec", args.spec, "--out", args.out, "--job-started-at", repr(started_at)]
-    lock_dir = str(Path(args.out).parents[3] / ".locks")  # results/artifacts/MODEL/BACKEND/x.json
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    results = Path(args.out).parents[3]  # results/artifacts/MODEL/BACKEND/x.json
+    lock_dir = str(results / ".locks")
+    # a precompilation (torch_compile's export) fills the cache its cells compile from
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **cache_env(results / ".cache" / "torchinductor"))
     with contextlib.ExitStack() as stack:
         stack.enter_context(ExportsRunning(lock_dir))  # no cell starts while an export runs
-        if spec.device == "cuda":
+        if export_claims_gpu(spec):
             # Exports run several at once (never beside a timed cell): one built on a GPU has that
             # GPU to itself, as a cell does, since a TensorRT build times its candidate kernels.
             try:

@@ -168,6 +168,20 @@ def export_spec_for(config: dict, variant: str, key: dict) -> ExportSpec:
                       key=key, batch_sizes=batch_sizes, options=options)
 
 
+def export_claims_gpu(spec: ExportSpec) -> bool:
+    """Whether the export has a GPU to itself (a GPU token, and the GPU's claim): one built on a GPU
+    does, since it may time candidate kernels there (a TensorRT build), unless its backend says
+    its exports share the GPU (export_shares_gpu(options): torch.compile's precompilations that
+    time nothing). Exports never run beside a timed cell either way (ExportsRunning)."""
+    from inferbench.backends import load_backend
+
+    if spec.device != "cuda":
+        return False
+    module = load_backend(spec.backend)
+    shares = getattr(module, "export_shares_gpu", None)
+    return not (shares and shares(module.parse_options(spec.options)))
+
+
 def cell_spec_for(config: dict, cell: Cell) -> CellSpec:
     return CellSpec(cell=cell, weights=config.get("weights"), seed=config["seed"],
                     options=options_of(config, cell.backend),
