@@ -2,7 +2,7 @@
 and forks a fresh child for each cell. Its client, which starts it on demand, is
 inferbench.process.forkclient.
 
-Why: importing those libraries costs 4 to 8 s per process on the GPU machines we measured, which is
+Why: importing those libraries cost 4 to 8 s per process on the GPU machines measured on 2026-11-28, which is
 most of a GPU cell's wall time, and a sweep has hundreds of cells. Each cell still runs in its own
 process (a crash, a hang or an out-of-memory kill stays that cell's failure), with CUDA initialised
 in the child only, so nothing GPU-side is shared between cells: the server never touches CUDA, and
