@@ -157,8 +157,8 @@ def test_gpu_cells_record_their_cpus_and_cpu_cells_are_not_pinned(monkeypatch, r
 
 
 def test_the_energy_of_an_io_mode_is_its_timed_window_alone(monkeypatch, restore_affinity):
-    """The counter is read after the warm-up: a reading from before it charged the warm-up's
-    energy to the window (an H200 once read 1,047 W)."""
+    """The counter is read from its first update after the warm-up: a reading from before it
+    charged the warm-up's energy to the window (an H200 once read 1,047 W)."""
     from inferbench.measure import timing
 
     class Telemetry:
@@ -176,9 +176,10 @@ def test_the_energy_of_an_io_mode_is_its_timed_window_alone(monkeypatch, restore
     telemetry = Telemetry()
     settings = timing.Settings(warmup_iters=5, warmup_min_s=0, min_iters=3, min_time_s=0, rounds=1)
     t, telemetry.calls = _cpu_io_timing(monkeypatch, "cpu", settings, telemetry, calls=telemetry.calls)
-    assert len(telemetry.calls) == 5 + 3
-    # 3 joules for 3 calls of 4 images; the warm-up's 5 joules are not the window's
-    assert t.energy_j_per_image == pytest.approx(3 / 12)
+    # warm-up, one call to see the counter move, the window, one call to see it move again
+    assert len(telemetry.calls) == 5 + 1 + 3 + 1
+    # 4 joules for the 4 calls of 4 images between the two updates; the warm-up's are not the window's
+    assert t.energy_j_per_image == pytest.approx(4 / 16)
 
 
 def test_nvml_cpu_affinity_words_become_cpu_numbers():

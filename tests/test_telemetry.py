@@ -40,23 +40,11 @@ def test_memory_trace_start_uses_the_method_of_the_peak():
     assert t.start() == 300.0  # the process's own first reading, as peak() prefers it
 
 
-def test_energy_per_image_from_the_counter_else_from_power_samples():
-    # counter: 10 J over 2 s for 100 images
-    assert gpu.energy_window(5_000, 15_000, 2.0, 100) == pytest.approx((0.1, 5.0))
-    # the counter wins over samples
-    assert gpu.energy_window(5_000, 15_000, 2.0, 100, [300.0]) == pytest.approx((0.1, 5.0))
-    # no counter: mean power x window
-    assert gpu.energy_window(None, None, 2.0, 100, [100.0, 200.0]) == pytest.approx((3.0, 150.0))
-    assert gpu.energy_window(5_000, None, 2.0, 100, [100.0]) == pytest.approx((2.0, 100.0))
-    # a counter that went backwards (reset / wrap) falls back to samples, or nothing
-    assert gpu.energy_window(15_000, 5_000, 2.0, 100, [50.0]) == pytest.approx((1.0, 50.0))
-    assert gpu.energy_window(15_000, 5_000, 2.0, 100) == (None, None)
-    # bad windows
-    assert gpu.energy_window(5_000, 15_000, 0.0, 100) == (None, None)
-    assert gpu.energy_window(5_000, 15_000, -1.0, 100) == (None, None)
-    assert gpu.energy_window(5_000, 15_000, 2.0, 0) == (None, None)
-    assert gpu.energy_window(None, None, 2.0, 100, []) == (None, None)
-    assert gpu.energy_window(None, None, 2.0, 100, None) == (None, None)
+def test_without_an_energy_counter_energy_is_mean_power_times_the_window():
+    assert gpu.energy_from_power_samples(2.0, 100, [100.0, 200.0]) == pytest.approx((3.0, 150.0))
+    for seconds, images, samples in ((0.0, 100, [100.0]), (-1.0, 100, [100.0]), (2.0, 0, [100.0]),
+                                     (2.0, 100, []), (2.0, 100, None)):
+        assert gpu.energy_from_power_samples(seconds, images, samples) == (None, None)
 
 
 def test_throttle_reason_bits_are_named():

@@ -369,8 +369,9 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
     """After the first call, per io mode: the clock brought up again, then warm-up and the
     adaptive timed window (inferbench.measure.timing.measure), with the energy counter and the
     NVML samples read around the window only."""
+    from inferbench.measure.energy import run_until_tick
     from inferbench.measure.stats import summarize
-    from inferbench.measure.telemetry.gpu import busy_in_window, energy_window, mean_in_window
+    from inferbench.measure.telemetry.gpu import busy_in_window, mean_in_window
 
     c = spec.cell
     if telemetry:
@@ -392,21 +393,24 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
 
                 host["host_launch_us"] = launch_us()
             # last before the window's clock starts: its energy is the window's alone, without
-            # the warm-up's (which once made an H200 read 1,047 W)
-            window["energy_start"] = telemetry.energy_mj() if telemetry else None
+            # the warm-up's (which once made an H200 read 1,047 W), from an update of the
+            # counter on (inferbench.measure.energy)
+            window["energy_start"] = run_until_tick(telemetry.energy_mj, timed_step) if telemetry else None
             window["power_from"] = len(sampler.power_w) if sampler else 0
 
+        def timed_step():  # one iteration, waited for, outside the window's clock
+            setup.timer.time_ms(step)
+
         m = measure(step, setup.timer, settings, progress=log, before_round=before_round)
-    window_end = time.monotonic()
+        window_end = time.monotonic()
+        energy_end = run_until_tick(telemetry.energy_mj, timed_step) if telemetry else None
     host_cpus = " ".join(map(str, pinning.picks)) or None
-    energy_end = telemetry.energy_mj() if telemetry else None
     stats = summarize(m.latencies_ms, c.batch_size, m.round_latencies())
     power = sampler.power_w[window["power_from"]:] if sampler else None
     busy = busy_in_window(sampler.busy_pct, window_end - m.timed_s, window_end) if sampler else None
     clock = mean_in_window(sampler.sm_clock_mhz, window_end - m.timed_s, window_end) if sampler else None
-    images = len(m.latencies_ms) * c.batch_size
-    j_per_image, watts = (energy_window(window["energy_start"], energy_end, m.timed_s, images, power)
-                          if telemetry else (None, None))
+    j_per_image, watts = window_energy_or_power(telemetry, window["energy_start"], energy_end, m, c.batch_size,
+                                                power)
     log(f"io={io}: {stats['n_iters']} iterations in {m.timed_s:.2f} s, median {stats['latency_ms_median']:.3f} ms, "
         f"p99 {stats['latency_ms_p99']:.3f} ms, cv {stats['latency_cv']:.3f}, {stats['throughput_ips']:.1f} images/s "
         f"(median of {len(stats['round_ips'])} rounds, spread {stats['ips_spread_pct']:.1f}%)"
@@ -421,6 +425,24 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
                     energy_j_per_image=j_per_image, power_w_mean=watts, gpu_busy_pct=busy, sm_clock_mhz_mean=clock,
                     host_launch_us=host.get("host_launch_us"),
                     host_cpus=host_cpus, host_cpu_speed_ratio=pinning.speed_ratio)
+
+
+def window_energy_or_power(telemetry, start, end, m, batch_size, power_samples_w):
+    """The window's (joules per image, mean watts): from the energy counter's updates around it,
+    else, on a GPU without the counter, from the power samples; nothing where the counter exists
+    but did not move (the log says so)."""
+    from inferbench.measure.energy import TICK_WAIT_S, window_energy
+    from inferbench.measure.telemetry.gpu import energy_from_power_samples
+
+    if telemetry is None:
+        return None, None
+    if start is not None and end is not None:
+        return window_energy(start, end, len(m.latencies_ms), batch_size)
+    if telemetry.energy_mj() is None:  # no counter on this GPU
+        return energy_from_power_samples(m.timed_s, len(m.latencies_ms) * batch_size, power_samples_w)
+    log(f"energy: the GPU's energy counter did not move within {TICK_WAIT_S} s of the window's ends: "
+        "no energy figure for this io mode")
+    return None, None
 
 
 # --- memory and the GPU's end state ---------------------------------------------------------

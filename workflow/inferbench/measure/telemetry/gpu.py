@@ -3,7 +3,7 @@
 NVML sees the memory of every framework in the process (PyTorch's allocator, ONNX Runtime's
 arena, TensorRT's engines and the CUDA context), which the PyTorch allocator's own counters do not.
 
-The bookkeeping (`MemoryTrace`, `energy_window`, `throttle_names`) works on plain readings so it
+The bookkeeping (`MemoryTrace`, `energy_from_power_samples`, `throttle_names`) works on plain readings so it
 can be tested on a machine without a GPU; `NvmlReader` is the only part that talks to the driver.
 """
 
@@ -69,19 +69,15 @@ class MemoryTrace:
         return None, None
 
 
-def energy_window(energy_start_mj: int | None, energy_end_mj: int | None, seconds: float, images: int,
-                  power_samples_w: list | None = None) -> tuple[float | None, float | None]:
-    """(joules per image, mean watts) over a timed window. The cumulative energy counter is
-    exact; where the GPU lacks it, the mean of the power samples times the window is used."""
-    if seconds <= 0 or images <= 0:
+def energy_from_power_samples(seconds: float, images: int,
+                              power_samples_w: list | None) -> tuple[float | None, float | None]:
+    """(joules per image, mean watts) over a timed window, for a GPU without NVML's energy
+    counter (which inferbench.measure.energy reads where there is one): the mean of the power
+    samples taken during the window, times the window."""
+    if seconds <= 0 or images <= 0 or not power_samples_w:
         return None, None
-    if energy_start_mj is not None and energy_end_mj is not None and energy_end_mj >= energy_start_mj:
-        joules = (energy_end_mj - energy_start_mj) / 1000.0
-        return joules / images, joules / seconds
-    if power_samples_w:
-        watts = sum(power_samples_w) / len(power_samples_w)
-        return watts * seconds / images, watts
-    return None, None
+    watts = sum(power_samples_w) / len(power_samples_w)
+    return watts * seconds / images, watts
 
 
 class NvmlReader:
