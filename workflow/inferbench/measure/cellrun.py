@@ -5,7 +5,8 @@ Order matters for honest numbers:
   1. NVML's baseline is read before this process creates a CUDA context;
   2. load (and compile) outside any timed window, recorded as load_s / compile_s;
   3. the first call, cold, timed on its own;
-  4. per io mode: warm-up, then the adaptive timed loop, with the energy counter read around it;
+  4. per io mode: warm-up, then the adaptive timed loop; the energy counter is read at its
+     first update before the window and its first after (inferbench.measure.energy);
   5. memory peaks are read before the fp32 reference model exists (it would inflate them);
   6. accuracy: the backend's output on buffer 0 against fp32 eager PyTorch on the same input
      (inferbench.measure.reference: computed once per input and shared by the cells that use it).
