@@ -403,7 +403,8 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
 
         m = measure(step, setup.timer, settings, progress=log, before_round=before_round)
         window_end = time.monotonic()
-        energy_end = run_until_tick(telemetry.energy_mj, timed_step) if telemetry else None
+        # no update before the window: waiting for one after it would only cost time
+        energy_end = run_until_tick(telemetry.energy_mj, timed_step) if window["energy_start"] else None
     host_cpus = " ".join(map(str, pinning.picks)) or None
     stats = summarize(m.latencies_ms, c.batch_size, m.round_latencies())
     power = sampler.power_w[window["power_from"]:] if sampler else None
