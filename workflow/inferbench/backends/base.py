@@ -98,6 +98,9 @@ class Runner:
     # the device tensor inside a prepared input, which io=host copies each batch into
     staging_tensor: Callable[[Any], Any] = lambda prepared: prepared
     close: Callable[[], None] = lambda: None
+    # why `run` waits for the device before it returns, where it does (then the host's time to
+    # issue a call says nothing: inferbench.measure.hostbound); None: it returns once queued
+    waits_for_gpu: str | None = None
 
 
 def torch_dtype(precision: str):

@@ -206,8 +206,14 @@ def load(ctx) -> Runner:
              "cuda_provider_options": {k: v for k, v in providers[-1][1].items() if k != "user_compute_stream"}}
     if not o.io_binding:
         return Runner(run=lambda x: torch.from_numpy(session.run(None, {"input": x})[0]),
-                      prepare=lambda t: t.cpu().numpy(), input_dtype=torch_dtype(cell.precision), facts=facts)
+                      prepare=lambda t: t.cpu().numpy(), input_dtype=torch_dtype(cell.precision), facts=facts,
+                      waits_for_gpu=WAITS_FOR_GPU)
     return _bound_runner(session, cell, facts, own_stream=o.cuda_stream == "own")
+
+
+# ONNX Runtime's run returns when its outputs are ready (on its own stream the runner also waits
+# for it), so the host's time to issue a call is the call's whole time
+WAITS_FOR_GPU = "ONNX Runtime's run returns only when its kernels are done"
 
 
 def _bound_runner(session, cell, facts, own_stream: bool) -> Runner:
@@ -239,4 +245,5 @@ def _bound_runner(session, cell, facts, own_stream: bool) -> Runner:
             session.run_with_iobinding(binding)
         return out
 
-    return Runner(run=run, prepare=prepare, input_dtype=dtype, facts=facts, staging_tensor=lambda p: p[2])
+    return Runner(run=run, prepare=prepare, input_dtype=dtype, facts=facts, staging_tensor=lambda p: p[2],
+                  waits_for_gpu=WAITS_FOR_GPU)

@@ -7,7 +7,8 @@ import sys
 import threading
 from pathlib import Path
 
-HELP = "measure a sample of the sweep's cells again with a bare loop in fresh processes; write the ratios"
+HELP = ("measure a sample of the sweep's cells again, the harness and an independent bare loop in alternation, "
+        "each in a fresh process; write the ratios")
 
 
 def add_arguments(p):
@@ -97,5 +98,6 @@ def _check(args, config, summary, rows, progress, log):
                 claims.append(stack.enter_context(GpuClaim(args.lock_dir)))
             gpus = [c.gpu for c in claims]
             log(f"claimed GPU {', '.join(gpus)}")
-            return check(summary, config, Path(args.results), env, progress=progress, gpus=gpus, rows=rows)
-    return check(summary, config, Path(args.results), env, progress=progress, rows=rows)
+            return check(summary, config, Path(args.results), env, progress=progress, gpus=gpus, rows=rows,
+                         config_path=Path(args.config))
+    return check(summary, config, Path(args.results), env, progress=progress, rows=rows, config_path=Path(args.config))

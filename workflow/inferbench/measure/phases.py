@@ -319,6 +319,10 @@ class IoTiming:
     host_launch_us: float | None = None
     host_cpus: str | None = None  # the CPU the launching thread was pinned to: warm-up, then each round
     host_cpu_speed_ratio: float | None = None  # the host's slowest CPU over its fastest, at the first scan
+    enqueue_ms_median: float | None = None  # the host's time to issue one call (inferbench.measure.hostbound)
+    host_bound: bool | None = None
+    enqueue_note: str = ""
+    host_other_cpu_pct: float | None = None  # other processes' share of the machine meanwhile
 
 
 def io_step(io: str, loaded: Loaded, inputs: Inputs, device: str) -> Callable[[], None]:
@@ -369,7 +373,9 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
     """After the first call, per io mode: the clock brought up again, then warm-up and the
     adaptive timed window (inferbench.measure.timing.measure), with the energy counter and the
     NVML samples read around the window only."""
+    from inferbench.measure.contention import OtherLoad
     from inferbench.measure.energy import run_until_tick
+    from inferbench.measure.hostbound import enqueue_of
     from inferbench.measure.stats import summarize
     from inferbench.measure.telemetry.gpu import busy_in_window, mean_in_window
 
@@ -380,6 +386,7 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
     log(f"io={io}: warm-up and timing (min {settings.min_iters} iterations, {settings.min_time_s} s)")
     sampler = telemetry.sampler if telemetry else None
     host, window = {}, {}
+    others = OtherLoad()
     with host_cpu_pinning(c.device, settings, telemetry) as pinning:
         pinning.pick()  # before the warm-up, which then warms the CPU the window starts on
 
@@ -407,6 +414,7 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
         energy_end = run_until_tick(telemetry.energy_mj, timed_step) if window["energy_start"] else None
     host_cpus = " ".join(map(str, pinning.picks)) or None
     stats = summarize(m.latencies_ms, c.batch_size, m.round_latencies())
+    enqueue = enqueue_of(m.issue_ms, stats["latency_ms_median"], c.device, loaded.runner.waits_for_gpu)
     power = sampler.power_w[window["power_from"]:] if sampler else None
     busy = busy_in_window(sampler.busy_pct, window_end - m.timed_s, window_end) if sampler else None
     clock = mean_in_window(sampler.sm_clock_mhz, window_end - m.timed_s, window_end) if sampler else None
@@ -418,14 +426,18 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
         + (f", GPU busy {busy:.0f}%" if busy is not None else "")
         + (f", SM clock {clock:.0f} MHz" if clock is not None else "")
         + (f", host launch {host['host_launch_us']:.1f} us" if "host_launch_us" in host else "")
-        + (f", on CPU {host_cpus}" if host_cpus else ""))
+        + (f", on CPU {host_cpus}" if host_cpus else "")
+        + (f", enqueue {enqueue.enqueue_ms_median:.3f} ms" + (" (host-bound)" if enqueue.host_bound else "")
+           if enqueue.enqueue_ms_median is not None else ""))
     return IoTiming(io=io, timer=setup.timer.name, measurement=m, stats=stats,
                     # the settings in force for this row: a later io mode warms up without the time floor
                     settings_json=json.dumps(dict(spec.measurement, warmup_min_s=settings.warmup_min_s,
                                                   stopped_by=m.stopped_by), sort_keys=True),
                     energy_j_per_image=j_per_image, power_w_mean=watts, gpu_busy_pct=busy, sm_clock_mhz_mean=clock,
                     host_launch_us=host.get("host_launch_us"),
-                    host_cpus=host_cpus, host_cpu_speed_ratio=pinning.speed_ratio)
+                    host_cpus=host_cpus, host_cpu_speed_ratio=pinning.speed_ratio,
+                    enqueue_ms_median=enqueue.enqueue_ms_median, host_bound=enqueue.host_bound,
+                    enqueue_note=enqueue.note, host_other_cpu_pct=others.percent())
 
 
 def window_energy_or_power(telemetry, start, end, m, batch_size, power_samples_w):

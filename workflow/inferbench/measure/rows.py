@@ -77,6 +77,8 @@ class CellRows:
                     gpu_busy_pct=t.gpu_busy_pct, sm_clock_mhz_mean=t.sm_clock_mhz_mean,
                     host_launch_us=t.host_launch_us, host_cpus=t.host_cpus,
                     host_cpu_speed_ratio=t.host_cpu_speed_ratio, measurement=t.settings_json,
+                    enqueue_ms_median=t.enqueue_ms_median, host_bound=t.host_bound, enqueue_note=t.enqueue_note,
+                    host_other_cpu_pct=t.host_other_cpu_pct,
                     first_run_ms=self.first_run_ms)
 
     def rows(self, status: str, reason: str) -> list[dict]:

@@ -35,19 +35,27 @@ class CudaEventTimer:
 
     Events measure what the GPU did between them (launch gaps included), not when Python
     returned; synchronising on the end event makes each iteration an independent request.
+
+    Beside it, the host's time to issue the step (from its start until it returns, before the
+    wait): `last_issue_ms`. Where the issue time is close to the event time, the GPU waited for
+    the host (trtexec's "enqueue time" check).
     """
 
     name = "cuda_event"
+    measures_issue = True
 
     def __init__(self):
         import torch
 
         self._start = torch.cuda.Event(enable_timing=True)
         self._end = torch.cuda.Event(enable_timing=True)
+        self.last_issue_ms = None
 
     def time_ms(self, step: Callable[[], object]) -> float:
         self._start.record()
+        t0 = time.perf_counter()
         step()
+        self.last_issue_ms = (time.perf_counter() - t0) * 1000.0
         self._end.record()
         self._end.synchronize()
         return self._start.elapsed_time(self._end)
@@ -78,6 +86,7 @@ class Measurement:
     stopped_by: str  # min_reached | max_iters | max_time
     warmup_s: float = 0.0
     round_sizes: list | None = None  # iterations per round, in order; None: one round
+    issue_ms: list | None = None  # per timed iteration, the host's time to issue it (CUDA timer only)
 
     def round_latencies(self) -> list[list]:
         sizes = self.round_sizes or [len(self.latencies_ms)]
@@ -111,6 +120,7 @@ def measure(step: Callable[[], object], timer, settings: Settings,
     round_min_iters = -(-settings.min_iters // rounds)
     round_min_s = settings.min_time_s / rounds
     latencies, sizes = [], []
+    issued = [] if getattr(timer, "measures_issue", False) else None
     start = None
     paused = 0.0  # set-up between rounds: inside the window's span, not timed
     stopped = "min_reached"
@@ -125,6 +135,8 @@ def measure(step: Callable[[], object], timer, settings: Settings,
         round_start, round_first = time.perf_counter(), len(latencies)
         while True:
             latencies.append(timer.time_ms(step))
+            if issued is not None:
+                issued.append(timer.last_issue_ms)
             now = time.perf_counter()
             if len(latencies) >= settings.max_iters:
                 stopped = "max_iters"
@@ -140,7 +152,7 @@ def measure(step: Callable[[], object], timer, settings: Settings,
         sizes.append(len(latencies) - round_first)
         if stopped != "min_reached":
             break
-    return Measurement(latencies, n_warmup, time.perf_counter() - start - paused, stopped, warmup_s, sizes)
+    return Measurement(latencies, n_warmup, time.perf_counter() - start - paused, stopped, warmup_s, sizes, issued)
 
 
 def process_age_s() -> float:

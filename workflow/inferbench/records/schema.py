@@ -89,6 +89,16 @@ ENERGY = [
     ("sm_clock_mhz_mean", pa.float64()),  # NVML SM clock, mean over the io mode's timed window
     # the host's speed just before the timed window: its cost of launching one small kernel
     ("host_launch_us", pa.float64()),
+    # GPU io modes: the host's time to issue one call (until it returns, before the wait), median
+    # over the timed calls, and host_bound: at least 0.8 x the median CUDA-event time
+    # (inferbench.measure.hostbound). Null, with enqueue_note saying why, where the call waits for
+    # the GPU before it returns, and on the CPU.
+    ("enqueue_ms_median", pa.float64()),
+    ("host_bound", pa.bool_()),
+    ("enqueue_note", pa.string()),
+    # percent of the machine's CPU time that other processes used during the io mode
+    # (inferbench.measure.contention): a contended cell moves with the other work
+    ("host_other_cpu_pct", pa.float64()),
     # GPU cells: the CPU the launching thread was pinned to, for the warm-up and each round (the
     # host's fastest then: inferbench.measure.hostcpu), and how uneven the host's CPUs were at the
     # first scan (slowest over fastest; 1.0: all alike). Null where nothing was pinned.

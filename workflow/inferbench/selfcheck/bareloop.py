@@ -26,6 +26,7 @@ import sys
 import time
 
 WARMUP_ITERS, TIMED_ITERS = 10, 50
+BACKENDS = ("pytorch", "torchscript", "torch_compile", "onnxruntime")  # those it can build
 GPU_WARMUP_S, GPU_TIMED_S = 0.5, 1.0
 CLOCK_UP_S = 0.5
 
@@ -290,78 +291,160 @@ class CpuPinning:
             self.checked_at = time.perf_counter()
 
 
-def time_loop(call, x, device: str, wall_clock: bool, warmup_s: float, timed_s: float,
-              pin: bool = False) -> list[float]:
+def once_timer(call, x, device: str, wall_clock: bool):
+    """One call, timed on its own, in milliseconds: CUDA events around it and a wait for the end
+    event on a GPU (the wall clock around call and synchronise where events cannot bracket it),
+    the wall clock on the CPU. Also the host's time to issue the call (until it returns)."""
     import torch
 
-    def once_ms() -> float:
+    def once_ms() -> tuple[float, float]:
         if device == "cuda" and not wall_clock:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
+            t0 = time.perf_counter()
             call(x)
+            issued = (time.perf_counter() - t0) * 1000.0
             end.record()
             end.synchronize()
-            return start.elapsed_time(end)
+            return start.elapsed_time(end), issued
         t0 = time.perf_counter()
         call(x)
+        issued = (time.perf_counter() - t0) * 1000.0
         if device == "cuda":
             torch.cuda.synchronize()
-        return (time.perf_counter() - t0) * 1000.0
+        return (time.perf_counter() - t0) * 1000.0, issued
 
-    pinning = CpuPinning(pin)
-    pinning.scan()
+    return once_ms
+
+
+def time_block(once_ms, warmup_s: float, timed_s: float, pinning=None) -> tuple[list[float], list[float]]:
+    """Warm-up (at least WARMUP_ITERS calls and warmup_s), then at least TIMED_ITERS timed calls
+    and timed_s: (latencies, issue times) in milliseconds. `pinning` is rechecked between calls."""
     began, n = time.perf_counter(), 0
     while n < WARMUP_ITERS or time.perf_counter() - began < warmup_s:
         once_ms()
         n += 1
-    pinning.scan()
-    if device == "cuda":
-        time_loop.host_launch_us = host_launch_us(torch)
-    times, began = [], time.perf_counter()
+    if pinning:
+        pinning.scan()
+    times, issued, began = [], [], time.perf_counter()
     while len(times) < TIMED_ITERS or time.perf_counter() - began < timed_s:
-        times.append(once_ms())
-        pinning.check()
-    time_loop.cpus = pinning.picks
-    return times
+        ms, issue_ms = once_ms()
+        times.append(ms)
+        issued.append(issue_ms)
+        if pinning:
+            pinning.check()
+    return times, issued
+
+
+class BareCell:
+    """The cell's model or session built and called once (compilation, autotuning), kept loaded
+    for timed blocks."""
+
+    def __init__(self, spec: dict):
+        import torch
+
+        self.spec, self.torch = spec, torch
+        device, batch, res = spec["device"], spec["batch_size"], spec["resolution"]
+        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[spec["precision"]]
+        if device == "cuda":
+            clock_up(torch)
+            gen = torch.Generator(device="cuda").manual_seed(spec["seed"])
+            x = torch.randn(batch, 3, res, res, generator=gen, device="cuda", dtype=dtype)
+        else:
+            torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
+            x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(spec["seed"])).to(dtype)
+        started = time.perf_counter()
+        if spec["backend"] == "onnxruntime":
+            call, x = build_onnxruntime(spec, x)
+            self.wall_clock = True  # ORT runs on its own stream: events on ours would not bracket it
+        elif spec["backend"] in ("pytorch", "torchscript", "torch_compile"):
+            call, x = build_torch(spec, x)
+            self.wall_clock = False
+        else:
+            raise RuntimeError(f"no bare loop for backend {spec['backend']!r}")
+        call(x)  # first call: compilation, autotuning
+        if device == "cuda":
+            torch.cuda.synchronize()
+        self.load_s = time.perf_counter() - started
+        self.once_ms = once_timer(call, x, device, self.wall_clock)
+
+    def block(self, warmup_s: float, timed_s: float, cpu: int | None = None, pinning=None) -> dict:
+        """One timed block; on CPU `cpu` when given (the check pins both sides to one CPU)."""
+        torch, device = self.torch, self.spec["device"]
+        if cpu is not None:
+            import os
+
+            os.sched_setaffinity(0, {int(cpu)})
+        launch = None
+        if device == "cuda":
+            clock_up(torch, 0.05)  # the GPU idled while the other side measured
+        times, issued = time_block(self.once_ms, warmup_s, timed_s, pinning)
+        if device == "cuda":
+            launch = host_launch_us(torch)
+        median_ms = statistics.median(times)
+        # only where the call returns before the GPU is done does its issue time say anything
+        enqueue = statistics.median(issued) if device == "cuda" and not self.wall_clock else None
+        return {"bare_ips": self.spec["batch_size"] / median_ms * 1000.0, "bare_median_ms": median_ms,
+                "bare_iters": len(times), "bare_p99_ms": sorted(times)[min(len(times) - 1, int(0.99 * len(times)))],
+                "bare_host_launch_us": launch, "bare_enqueue_ms_median": enqueue}
 
 
 def measure(spec: dict) -> dict:
+    """One fresh measurement: load, then one block on the host's fastest CPU (GPU cells)."""
     import torch
 
-    device, batch, res = spec["device"], spec["batch_size"], spec["resolution"]
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[spec["precision"]]
-    if device == "cuda":
-        clock_up(torch)
-        gen = torch.Generator(device="cuda").manual_seed(spec["seed"])
-        x = torch.randn(batch, 3, res, res, generator=gen, device="cuda", dtype=dtype)
-    else:
-        torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
-        x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(spec["seed"])).to(dtype)
-    started = time.perf_counter()
-    if spec["backend"] == "onnxruntime":
-        call, x = build_onnxruntime(spec, x)
-        wall_clock = True  # ORT runs on its own stream: events on ours would not bracket it
-    elif spec["backend"] in ("pytorch", "torchscript", "torch_compile"):
-        call, x = build_torch(spec, x)
-        wall_clock = False
-    else:
-        raise RuntimeError(f"no bare loop for backend {spec['backend']!r}")
-    call(x)  # first call: compilation, autotuning
-    if device == "cuda":
-        torch.cuda.synchronize()
-    load_s = time.perf_counter() - started
+    device = spec["device"]
+    cell = BareCell(spec)
     warmup_s, timed_s = float(spec.get("warmup_s", 0.0)), float(spec.get("timed_s", 0.0))
     if device == "cuda":
         warmup_s, timed_s = max(warmup_s, GPU_WARMUP_S), max(timed_s, GPU_TIMED_S)
-    times = time_loop(call, x, device, wall_clock, warmup_s, timed_s,
-                      pin=device == "cuda" and bool(spec.get("pin_fastest_cpu", True)))
-    median_ms = statistics.median(times)
-    return {"bare_ips": batch / median_ms * 1000.0, "bare_median_ms": median_ms, "bare_iters": len(times),
-            "bare_p99_ms": sorted(times)[min(len(times) - 1, int(0.99 * len(times)))],
-            "bare_timer": "wall clock" if (wall_clock or device == "cpu") else "cuda events",
-            "bare_load_s": load_s, "torch_version": torch.__version__,
-            "bare_host_launch_us": getattr(time_loop, "host_launch_us", None),
-            "bare_host_cpus": " ".join(str(c) for c in getattr(time_loop, "cpus", []) if c is not None) or None}
+    pinning = CpuPinning(device == "cuda" and bool(spec.get("pin_fastest_cpu", True)))
+    pinning.scan()
+    result = cell.block(warmup_s, timed_s, pinning=pinning)
+    return dict(result, bare_timer="wall clock" if (cell.wall_clock or device == "cpu") else "cuda events",
+                bare_load_s=cell.load_s, torch_version=torch.__version__,
+                bare_host_cpus=" ".join(str(c) for c in pinning.picks if c is not None) or None)
+
+
+def serve(spec: dict) -> int:
+    """The paired check's bare side: after `ready`, one JSON request a line, one JSON answer a line:
+    {"op": "load", "env": {...}} builds the cell; {"op": "block", "cpu": N} times one block of
+    the spec's warmup_s and timed_s on CPU N. Ends with its input."""
+    import os
+
+    def answer(obj):
+        print(json.dumps(obj), flush=True)
+
+    print("ready", flush=True)
+    cell = None
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        try:
+            if request["op"] == "load":
+                os.environ.update(request.get("env") or {})
+                cell = BareCell(spec)
+                answer({"load_s": cell.load_s})
+            elif request["op"] == "block":
+                answer(cell.block(float(spec.get("warmup_s", 0.0)), float(spec.get("timed_s", 0.0)),
+                                  cpu=request.get("cpu")))
+            else:
+                answer({"error": f"unknown request {request['op']!r}"})
+        except Exception as exc:  # one line back, never a hang
+            first = (str(exc).strip().splitlines() or [""])[0]
+            answer({"error": f"{type(exc).__name__}: {first}"[:400]})
+    return 0
+
+
+def _import_libraries(spec: dict) -> None:
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+
+    if spec["backend"] == "onnxruntime":
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
 
 
 def main(argv=None) -> int:
@@ -369,21 +452,20 @@ def main(argv=None) -> int:
     p.add_argument("--spec", required=True, help="JSON: model, seed, backend, precision, device, resolution, "
                                                  "batch_size, options, artifact (path or null), threads, "
                                                  "warmup_s, timed_s")
+    p.add_argument("--serve", action="store_true",
+                   help="the paired check's bare side: load once, then time a block per request (see serve)")
     p.add_argument("--wait", action="store_true",
                    help="import the libraries, print 'ready', then wait for one line on stdin (JSON: "
                         "environment variables to set, such as CUDA_VISIBLE_DEVICES) before measuring")
     args = p.parse_args(argv)
     spec = json.loads(args.spec)
+    if args.serve:
+        _import_libraries(spec)
+        return serve(spec)
     if args.wait:
-        # The harness check starts a bare loop, waits for its imports, then sends the go (with the
-        # GPU to use). Nothing touches a GPU or a thread pool before the go.
-        import numpy  # noqa: F401
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
-
-        if spec["backend"] == "onnxruntime":
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
+        # Started, its imports waited for, then the go (with the GPU to use). Nothing touches a
+        # GPU or a thread pool before the go.
+        _import_libraries(spec)
         print("ready", flush=True)
         line = sys.stdin.readline()
         if not line.strip():
