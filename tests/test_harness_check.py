@@ -108,3 +108,73 @@ def test_the_report_says_when_the_check_is_missing_or_was_stopped_part_way(tmp_p
     assert text.index("### Harness check not finished") < text.index("## Environment") < text.index(
         "### Harness check\n")
     assert "stopped after 1 of the 2 cells in its sample" in text
+
+
+FAKE_SIDE = """
+import json, sys
+role = sys.argv[1]
+print("ready", flush=True)
+block = 0
+for line in sys.stdin:
+    request = json.loads(line)
+    if request["op"] == "load":
+        print(json.dumps({"load_s": 0.0}), flush=True)
+        continue
+    # the host: twice as fast in every other pair, for both sides alike (pair k is each side's k-th block)
+    speed = 1000.0 * (2 if block % 2 else 1)
+    block += 1
+    if role == "harness":
+        print(json.dumps({"ips": speed, "median_ms": 1.0, "iters": 50, "host_launch_us": 5.0}), flush=True)
+    else:
+        print(json.dumps({"bare_ips": speed, "bare_iters": 50, "bare_host_launch_us": 6.0}), flush=True)
+"""
+
+
+def test_pairs_cancel_a_host_whose_speed_changes_twofold_between_pairs(tmp_path, monkeypatch):
+    script = tmp_path / "side.py"
+    script.write_text(FAKE_SIDE)
+    monkeypatch.setattr(harnesscheck, "harness_argv", lambda *a: [sys.executable, str(script), "harness"])
+    monkeypatch.setattr(harnesscheck, "bare_argv", lambda spec: [sys.executable, str(script), "bare"])
+    monkeypatch.setattr(harnesscheck, "bare_spec", lambda row, config, results: {"pin_fastest_cpu": False})
+    monkeypatch.setattr(harnesscheck, "measurement_of", lambda config, device: {"min_time_s": 0.1})
+    # the sweep measured the cell while the host was slow: 1,000 images/s
+    summary = pd.DataFrame([dict(_row("pytorch", "fp32", "cpu", 32, 2, ips=1000.0), num_threads=1)])
+    config = {"model": "resnet18", "seed": 0, "backends": {"pytorch": {}, "mystery": {}}}
+    table = harnesscheck.check(summary, config, tmp_path, config_path=tmp_path / "c.yaml", progress=lambda m: None)
+    row = table.iloc[0]
+    assert row["pairs"] == harnesscheck.PAIRS >= 5
+    assert row["ratio"] == pytest.approx(1.0) and row["ratio_min"] == row["ratio_max"] == pytest.approx(1.0)
+    assert harnesscheck.outside_band(table).empty  # the paired check sees no harness error...
+    # ... where comparing the sweep's figure with a measurement taken at another moment would: the
+    # pairs' median is 1,500, so the sweep's figure reads 0.667 of it and is reported as the host's
+    assert row["harness_ips"] == pytest.approx(1500.0) and row["sweep_ratio"] == pytest.approx(1000 / 1500)
+    assert list(harnesscheck.host_changed(table).index) == [0]
+    assert row["harness_host_launch_us"] == 5.0 and row["bare_host_launch_us"] == 6.0
+
+
+def test_a_backend_without_a_bare_loop_is_listed_as_not_checked_not_failed():
+    summary = pd.DataFrame([_row("torch_tensorrt", "fp16", "cuda", 224, 32, busy=95)])
+    table = harnesscheck.check(summary, {"backends": {"torch_tensorrt": {}}}, ".", config_path="c.yaml",
+                               progress=lambda m: None)
+    assert list(table["note"]) == [harnesscheck.NOT_CHECKED]
+    assert harnesscheck.outside_band(table).empty and len(harnesscheck.not_checked(table)) == 1
+    warnings, section = findings.harness_check(table, "complete")
+    assert not warnings
+    assert any(s.startswith("Not checked (no bare loop") and "torch_tensorrt fp16" in s for s in section.sentences)
+
+
+def test_the_report_tells_a_harness_error_from_a_host_that_changed():
+    base = {"backend": "pytorch", "precision": "fp16", "device": "cuda", "resolution": 224, "io": "device",
+            "pairs": 6, "note": "", "sweep_host_launch_us": 9.5, "harness_host_launch_us": 6.1}
+    check = pd.DataFrame([
+        dict(base, batch_size=32, harness_ips=24000.0, bare_ips=24100.0, ratio=0.996, ratio_min=0.98, ratio_max=1.01,
+             sweep_ips=15000.0, sweep_ratio=15000 / 24000),
+        dict(base, batch_size=64, harness_ips=30000.0, bare_ips=39000.0, ratio=0.77, ratio_min=0.75, ratio_max=0.8,
+             sweep_ips=30100.0, sweep_ratio=30100 / 30000)])
+    warnings, _ = findings.harness_check(check, "complete")
+    titles = [w.title for w in warnings]
+    assert titles == ["Harness check failed for 1 of 2 cells",
+                      "The host changed between the sweep and its check for 1 cells"]
+    assert "pytorch fp16 cuda 224 px b64: 0.770 (pairs 0.750 to 0.800)" in warnings[0].sentences[0]
+    assert "b32: sweep 15,000, paired harness 24,000" in warnings[1].sentences[0]
+    assert "launch 9.5 µs in the sweep, 6.1 µs in the check" in warnings[1].sentences[0]

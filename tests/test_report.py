@@ -83,7 +83,7 @@ def test_findings_follow_the_data():
 
 def test_host_bound_finding_needs_utilisation_readings():
     df = synthetic_summary(batch_sizes=(64,))
-    assert findings.host_bound_cells(findings.prepared(df)).sentences[0].startswith("All ")
+    assert findings.host_bound_cells(findings.prepared(df)).sentences[0].startswith("None of the ")
     cpu_only = df[df["device"] == "cpu"].assign(gpu_busy_pct=None)
     titles = [f.title for f in findings.derive_findings(cpu_only)]
     assert not any(t.startswith("Host-bound") for t in titles)

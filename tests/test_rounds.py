@@ -71,7 +71,7 @@ def _run(ips, spread, n=200, latency_ms=10.0):
     return pd.DataFrame([{"model": "m", "backend": "pytorch", "precision": "fp16", "device": "cuda", "io": "device",
                           "resolution": 224, "batch_size": 32, "status": "ok", "throughput_ips": ips,
                           "latency_ms_median": 32 / ips * 1000, "latencies_ms": lat, "ips_spread_pct": spread,
-                          "gpu_busy_pct": 60.0}])
+                          "gpu_busy_pct": 95.0}])
 
 
 def test_compare_treats_a_change_within_the_rounds_spread_as_noise():

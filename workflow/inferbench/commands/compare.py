@@ -15,6 +15,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fail-on-regression", action="store_true",
                         help="exit 1 if any cell is slower beyond noise, broke (ok -> skipped/oom/error) "
                              "or is missing from NEW")
+    parser.add_argument("--no-confirm", action="store_true",
+                        help="judge from the runs' rows alone: do not measure a cell called slower again (by "
+                             "default, where OLD and NEW are results folders of the same code on this machine, "
+                             "each such cell of both runs is measured again in alternation before it counts)")
     parser.add_argument("--csv", help="also write the per-cell comparison here")
 
 
@@ -24,9 +28,15 @@ def run(args) -> int:
 
     if args.threshold_pct < 0 or args.noise_k < 0:
         raise UserError("--threshold-pct and --noise-k must be >= 0")
-    table, counts = compare.compare(compare.load_summary(args.old), compare.load_summary(args.new),
-                                    k=args.noise_k, floor_pct=args.threshold_pct)
+    old, new = compare.load_summary(args.old), compare.load_summary(args.new)
+    table, counts = compare.compare(old, new, k=args.noise_k, floor_pct=args.threshold_pct)
+    confirmed = []
+    if not args.no_confirm and len(table) and (table["verdict"] == "slower").any():
+        confirmed = compare.confirm_slower(table, old, new, args.old, args.new,
+                                           progress=lambda msg: print(msg, flush=True))
     print(compare.format_report(table, counts))
+    for line in confirmed:
+        print(line)
     if args.csv:
         table.to_csv(args.csv, index=False)
     if args.fail_on_regression and compare.has_regression(table, counts):

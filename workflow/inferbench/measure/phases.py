@@ -414,7 +414,7 @@ def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup:
         energy_end = run_until_tick(telemetry.energy_mj, timed_step) if window["energy_start"] else None
     host_cpus = " ".join(map(str, pinning.picks)) or None
     stats = summarize(m.latencies_ms, c.batch_size, m.round_latencies())
-    enqueue = enqueue_of(m.issue_ms, stats["latency_ms_median"], c.device, loaded.runner.waits_for_gpu)
+    enqueue = enqueue_of(m.issue_ms, stats["latency_ms_median"], c.device, getattr(loaded.runner, "waits_for_gpu", None))
     power = sampler.power_w[window["power_from"]:] if sampler else None
     busy = busy_in_window(sampler.busy_pct, window_end - m.timed_s, window_end) if sampler else None
     clock = mean_in_window(sampler.sm_clock_mhz, window_end - m.timed_s, window_end) if sampler else None

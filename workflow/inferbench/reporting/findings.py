@@ -7,6 +7,8 @@ what did not run) and returns a `Finding`: sentences plus the table behind them.
 
 from __future__ import annotations
 
+import json
+
 import math
 from dataclasses import dataclass, field
 
@@ -233,27 +235,57 @@ def is_host_bound(busy_pct) -> bool:
     return busy_pct is not None and not pd.isna(busy_pct) and float(busy_pct) < HOST_BOUND_BUSY_PCT
 
 
+def row_host_bound(row) -> bool:
+    """Host-bound, told per call where the call's issue time was measured (host_bound), else by
+    the GPU's busy share over the window."""
+    flag = row.get("host_bound")
+    if flag is not None and not pd.isna(flag):
+        return bool(flag)
+    return is_host_bound(row.get("gpu_busy_pct"))
+
+
+def graph_variants(ok: pd.DataFrame) -> dict[str, list[str]]:
+    """Per backend a sweep runs, its variants that replay CUDA graphs (their recorded options say
+    `cuda_graphs: true`): what removes the host's launches from a host-bound cell."""
+    out: dict[str, list[str]] = {}
+    for (impl, backend), rows in ok.groupby(["backend_impl", "backend"], sort=False):
+        options = rows["backend_options"].dropna()
+        if any(json.loads(o).get("cuda_graphs") is True for o in options if str(o).startswith("{")):
+            out.setdefault(impl, []).append(backend)
+    return out
+
+
 def host_bound_cells(df: pd.DataFrame) -> Finding | None:
-    """GPU cells whose timed loop left the GPU idle part of the time: their pace is the host's.
-    None when no cell recorded utilisation (a CPU-only sweep, or NVML unavailable)."""
-    title = f"Host-bound GPU cells (GPU busy less than {HOST_BOUND_BUSY_PCT:g}% of the timed window)"
+    """GPU cells whose host could not keep up: the host's time to issue a call was at least 0.8 of
+    the GPU's time for it (or, without that figure, the GPU sat idle part of the window). None when
+    no GPU cell has either reading (a CPU-only sweep, or NVML unavailable)."""
+    title = "Host-bound GPU cells (issuing a call took at least 0.8 of the GPU's time for it)"
     ok = ok_cells(df)
-    if "gpu_busy_pct" not in ok.columns or ok["gpu_busy_pct"].notna().sum() == 0:
+    gpu = ok[ok["device"] == "cuda"] if "device" in ok.columns else ok.iloc[0:0]
+    known = gpu[gpu["host_bound"].notna() | gpu["gpu_busy_pct"].notna()] if len(gpu) else gpu
+    if known.empty:
         return None
-    measured = ok[ok["gpu_busy_pct"].notna()]
-    idle = measured[measured["gpu_busy_pct"].map(is_host_bound)]
-    if idle.empty:
-        return Finding(title, [f"All {len(measured)} GPU cells kept the GPU busy at least {HOST_BOUND_BUSY_PCT:g}% "
-                               "of their timed windows: their figures are the GPU's."])
-    table = idle[["series", "resolution", "batch_size", "gpu_busy_pct", "latency_ms_median", "latency_cv"]]
-    table = table.sort_values("gpu_busy_pct").round(3).reset_index(drop=True)
-    worst = table.iloc[0]
-    sentences = [f"{len(idle)} of {len(measured)} GPU cells left the GPU idle between kernels "
-                 f"(least busy: {worst['series']} at {worst['resolution']} px, batch {worst['batch_size']}, "
-                 f"{worst['gpu_busy_pct']:.0f}%). Their throughput is set by how fast this host launches "
-                 "kernels, so it moves with the CPU, its load and the process, and says little about the "
-                 "GPU; larger batches or CUDA graphs (pytorch `cuda_graphs`, torch_compile "
-                 "`reduce-overhead`) take the host out of the loop."]
+    bound = known[known.apply(row_host_bound, axis=1)]
+    if bound.empty:
+        return Finding(title, [f"None of the {len(known)} GPU cells measured was host-bound: their figures are "
+                               "the GPU's."])
+    cols = [c for c in ("series", "resolution", "batch_size", "enqueue_ms_median", "latency_ms_median",
+                        "gpu_busy_pct", "host_launch_us") if c in bound.columns]
+    table = bound[cols].sort_values(["series", "resolution", "batch_size"]).round(3).reset_index(drop=True)
+    graphs = graph_variants(ok)
+    remedies = []
+    for impl in dict.fromkeys(bound["backend_impl"]):
+        if bound[bound["backend_impl"] == impl]["backend"].isin(graphs.get(impl, [])).all():
+            continue
+        if graphs.get(impl):
+            remedies.append(f"{impl}: the sweep's {', '.join(graphs[impl])} replays CUDA graphs")
+        else:
+            remedies.append(f"{impl}: no variant of this sweep replays CUDA graphs")
+    sentences = [f"{len(bound)} of {len(known)} GPU cells were host-bound: their throughput is how fast this host "
+                 "issues the calls, so it moves with the CPU, its load and the process, and says little about the "
+                 "GPU or the format. Larger batches or CUDA graphs take the host out of the loop."]
+    if remedies:
+        sentences.append("Variants that remove the launches: " + "; ".join(remedies) + ".")
     return Finding(title, sentences, table)
 
 
@@ -289,51 +321,76 @@ def _context(r) -> str:
 
 
 def harness_check(check: pd.DataFrame | None, state: str | None = None,
-                  sample: int | None = None) -> tuple[Finding | None, Finding | None]:
-    """(a warning for the top of the report or None, the section "Harness check" or None).
+                  sample: int | None = None) -> tuple[list[Finding], Finding | None]:
+    """(warnings for the top of the report, the section "Harness check" or None).
     state: "complete", "partial" (a check stopped after some of its `sample` cells) or "missing"
     (the report was asked for a check that is not there); None: the caller has no check to give."""
-    from inferbench.selfcheck.harnesscheck import RATIO_BAND, outside_band
+    from inferbench.selfcheck.harnesscheck import RATIO_BAND, host_changed, not_checked, outside_band
 
     if state == "missing":
-        return Finding("No harness check", [
+        return [Finding("No harness check", [
             "This run has no harness_check.csv: its figures were not measured again by an independent "
             "bare loop. Run the sweep to its end (snakemake makes the check before the report)."],
-            alert=True), None
+            alert=True)], None
     if check is None:
-        return None, None
+        return [], None
     lo, hi = RATIO_BAND
     title = "Harness check"
     if check.empty and state != "partial":
-        return None, Finding(title, ["No cell ran ok, so none was checked."])
-    stopped = None
+        return [], Finding(title, ["No cell ran ok, so none was checked."])
+    warnings = []
     if state == "partial":
-        stopped = Finding("Harness check not finished", [
+        warnings.append(Finding("Harness check not finished", [
             f"The harness check was stopped after {len(check)} of the {sample} cells in its sample "
             "(its rows are from harness_check.partial.csv); the other cells were not measured again."],
-            alert=True)
+            alert=True))
     if check.empty:
-        return stopped, None
-    off = outside_band(check)
+        return warnings, None
+    off, skipped, moved = outside_band(check), not_checked(check), host_changed(check)
     ratios = pd.to_numeric(check["ratio"], errors="coerce").dropna()
-    sentences = [f"{len(check)} of the sweep's cells were measured again, each by an independent bare loop in a "
-                 "fresh process (inferbench.selfcheck.bareloop: its own model or session, CUDA events around each "
-                 f"call, median). Ratio = harness over bare throughput; within [{lo}, {hi}] the harness measured what "
-                 "a plain loop measures."]
+    paired = "pairs" in check.columns and pd.to_numeric(check["pairs"], errors="coerce").notna().any()
+    how = ("each by the harness (the cell's own phases) and by an independent bare loop, in alternation, in two "
+           "fresh processes launching from the same CPU (inferbench.selfcheck.harnesscheck). Ratio = the median "
+           "over the pairs of harness over bare throughput" if paired else
+           "each by an independent bare loop in a fresh process. Ratio = harness over bare throughput")
+    sentences = [f"{len(check) - len(skipped)} of the sweep's cells were measured again, {how}; within "
+                 f"[{lo}, {hi}] the harness measured what a plain loop measures."]
     if len(ratios):
         sentences.append(f"Ratios from {ratios.min():.3f} to {ratios.max():.3f}; {len(off)} outside the band.")
+    if len(skipped):
+        sentences.append(f"Not checked (no bare loop for the backend; not a failure): "
+                         + ", ".join(_check_name(r) for r in skipped.itertuples()) + ".")
     section = Finding(title, sentences, check.round(3))
-    if off.empty:
-        return stopped, section
-    names = "; ".join(f"{r.backend} {r.precision} {r.device} {r.resolution} px b{r.batch_size}: "
-                      + (f"{r.ratio:.3f}" if pd.notna(r.ratio) else str(r.note)) + _context(r) for r in off.itertuples())
-    warning = Finding(f"Harness check failed for {len(off)} of {len(check)} cells",
-                      [f"An independent bare loop in a fresh process measured these cells outside "
-                       f"[{lo}, {hi}] of the sweep's figure: {names}. Do not rank backends on these cells "
-                       "until a rerun agrees; see \"Harness check\" below."], off.round(3), alert=True)
-    if stopped is not None:
-        warning.sentences = stopped.sentences + warning.sentences
-    return warning, section
+    if not off.empty:
+        names = "; ".join(_check_name(r) + ": " + (f"{r.ratio:.3f}" if pd.notna(r.ratio) else str(r.note))
+                          + _pair_range(r) + _context(r) for r in off.itertuples())
+        warnings.append(Finding(f"Harness check failed for {len(off)} of {len(check) - len(skipped)} cells", [
+            f"The harness and an independent bare loop, measured in alternation, disagreed beyond [{lo}, {hi}] "
+            f"on these cells: {names}. That is the harness's problem, not the host's: do not rank backends on "
+            "these cells until it is found; see \"Harness check\" below."], off.round(3), alert=True))
+    if not moved.empty:
+        names = "; ".join(f"{_check_name(r)}: sweep {r.sweep_ips:,.0f}, paired harness {r.harness_ips:,.0f} "
+                          f"images/s ({r.sweep_ratio:.3f}; launch {_us(r.sweep_host_launch_us)} in the sweep, "
+                          f"{_us(r.harness_host_launch_us)} in the check)" for r in moved.itertuples())
+        warnings.append(Finding(f"The host changed between the sweep and its check for {len(moved)} cells", [
+            f"The sweep's own figure is outside [{lo}, {hi}] of what the same harness measured in the check: "
+            f"{names}. The harness agreed with the bare loop there, so the difference is the host's (its CPUs' "
+            "speed, its load) or the sweep's process: such a figure is only as good as the host was at that "
+            "moment."], moved.round(3), alert=True))
+    return warnings, section
+
+
+def _check_name(r) -> str:
+    return f"{r.backend} {r.precision} {r.device} {r.resolution} px b{r.batch_size}"
+
+
+def _pair_range(r) -> str:
+    lo, hi = getattr(r, "ratio_min", None), getattr(r, "ratio_max", None)
+    return f" (pairs {lo:.3f} to {hi:.3f})" if lo is not None and pd.notna(lo) and pd.notna(hi) else ""
+
+
+def _us(value) -> str:
+    return f"{value:.1f} µs" if value is not None and pd.notna(value) else "not measured"
 
 
 # ---------------------------------------------------------------- what did not run
@@ -365,9 +422,9 @@ def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRE
 
     df = prepared(summary)
     sample = sample_size(summary) if check_state == "partial" else None
-    warning, check_section = harness_check(check, check_state, sample)
+    warnings, check_section = harness_check(check, check_state, sample)
     items = [
-        warning,
+        *warnings,
         best_per_resolution(df),
         best_per_batch(df),
         half_precision_speedup(df),

@@ -35,8 +35,8 @@ COMPARABLE = ["model", "resolution", "device", "io", "batch_size"]
 TIDY_COLUMNS = [
     "model", "resolution", "device", "io", "backend", "backend_impl", "precision", "batch_size", "series",
     "status", "reason", "throughput_ips", "ips_spread_pct", "latency_ms_median", "latency_ms_p99", "latency_cv",
-    "memory_peak_mb", "memory_source", "energy_j_per_image", "gpu_busy_pct", "max_abs_err", "top1_agreement",
-    SPEEDUP_COLUMN, "best_in_batch", "export_s", "load_s", "compile_s", "first_run_ms",
+    "memory_peak_mb", "memory_source", "energy_j_per_image", "gpu_busy_pct", "enqueue_ms_median", "host_bound",
+    "max_abs_err", "top1_agreement", SPEEDUP_COLUMN, "best_in_batch", "export_s", "load_s", "compile_s", "first_run_ms",
 ]
 
 # Statuses of a cell that did not produce a measurement.

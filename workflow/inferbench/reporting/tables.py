@@ -25,6 +25,14 @@ SPEEDUP_NOTE = "speedup: throughput over the pytorch fp32 cell of the same devic
 SPREAD_NOTE = ("throughput: the median of the cell's timed rounds; rounds spread: how far apart they were "
                "(fastest over slowest, minus 1): two cells closer than that are not told apart")
 BEST_MARK = "★"
+HOST_BOUND_MARK = "†"
+HOST_BOUND_NOTE = (f"{HOST_BOUND_MARK} host-bound: the host took at least 0.8 of the GPU's time for a call just to "
+                   "issue it (median enqueue over median CUDA-event time), so the figure is the host CPU's pace")
+
+
+def is_host_bound(row) -> bool:
+    value = row.get("host_bound") if hasattr(row, "get") else None
+    return bool(value) if value is not None and not pd.isna(value) else False
 
 
 # ---------------------------------------------------------------- number formatting
@@ -116,6 +124,8 @@ def overview_frame(tidy: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
         if row["status"] != "ok":
             return status_text(row, keys)
         text = f"{fmt_sig(row['throughput_ips'])} ({fmt_speedup(row[SPEEDUP_COLUMN]) or 'no baseline'})"
+        if is_host_bound(row):
+            text += f" {HOST_BOUND_MARK}"
         return f"{BEST_MARK} {text}" if row["best_in_batch"] else text
 
     return by_batch(tidy, tidy.apply(cell, axis=1) if len(tidy) else [])
@@ -142,6 +152,7 @@ DETAIL_HEADERS = {
     "memory_peak_mb": "peak memory (MB)",
     "energy_j_per_image": "energy (J/image)",
     "gpu_busy_pct": "GPU busy (%)",
+    "enqueue_ms_median": "enqueue (ms)",
     "max_abs_err": "max abs err",
     "top1_agreement": "top-1 agreement",
     SPEEDUP_COLUMN: "speedup",
@@ -150,7 +161,8 @@ DETAIL_HEADERS = {
 
 DETAIL_FORMATS = {
     "throughput_ips": fmt_sig, "ips_spread_pct": fmt_spread, "latency_ms_median": fmt_sig, "latency_ms_p99": fmt_sig,
-    "memory_peak_mb": fmt_mb, "energy_j_per_image": fmt_sig, "gpu_busy_pct": fmt_mb, "max_abs_err": fmt_sci,
+    "memory_peak_mb": fmt_mb, "energy_j_per_image": fmt_sig, "gpu_busy_pct": fmt_mb,
+    "enqueue_ms_median": fmt_sig, "max_abs_err": fmt_sci,
     "top1_agreement": fmt_pct, SPEEDUP_COLUMN: fmt_speedup,
 }
 
@@ -159,7 +171,8 @@ def details_frame(tidy: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
     """Every metric of the cells of one batch size, formatted for reading."""
     out = pd.DataFrame(index=tidy.index)
     out["series"] = [f"{BEST_MARK} {s}" if b else s for s, b in zip(tidy["series"], tidy["best_in_batch"])]
-    out["status"] = [("ok" if r["status"] == "ok" else status_text(r, keys)) for _, r in tidy.iterrows()]
+    out["status"] = [((f"ok {HOST_BOUND_MARK}" if is_host_bound(r) else "ok") if r["status"] == "ok"
+                      else status_text(r, keys)) for _, r in tidy.iterrows()]
     for col, fmt in DETAIL_FORMATS.items():
         out[col] = tidy[col].map(fmt)
     return out.rename(columns=DETAIL_HEADERS)
@@ -185,7 +198,7 @@ NOTHING_RAN = "No cell at this resolution ran."
 
 def notes(keys: dict[str, str]) -> list[str]:
     lines = [f"{BEST_MARK} best throughput in its batch size (per device and io mode).", SPEEDUP_NOTE + ".",
-             MEMORY_NOTE + ".", SPREAD_NOTE + "."]
+             MEMORY_NOTE + ".", SPREAD_NOTE + ".", HOST_BOUND_NOTE + "."]
     lines += [f"[{k}] {text}" for text, k in keys.items()]
     return lines
 

@@ -227,35 +227,57 @@ def measure_paired(row, config: dict, config_path: Path, results_dir: Path, env:
     spec.update(warmup_s=settings.warmup_min_s, timed_s=settings.min_time_s)
     sides = {"harness": Side(harness_argv(row, config_path, results_dir), env), "bare": Side(bare_argv(spec), env)}
     try:
-        for name, side in sides.items():
-            if not side.wait_ready(READY_TIMEOUT_S):
-                return {"note": f"{name} side did not start ({side.last_error()})"}
-        for side in sides.values():  # the two loads overlap: only the measuring is one at a time
-            side.send({"op": "load", "env": go})
-        for name, side in sides.items():
-            loaded = side.receive(READY_TIMEOUT_S)
-            if "error" in loaded:
-                return {"note": f"{name} side could not load: {loaded['error']}"}
-        blocks: dict[str, list[dict]] = {"harness": [], "bare": []}
+        failed = load_sides(sides, go)
+        if failed:
+            return {"note": failed}
         near = _near_cpus(go.get("CUDA_VISIBLE_DEVICES")) if row["device"] == "cuda" else set()
         pin = row["device"] == "cuda" and bool(spec.get("pin_fastest_cpu", True))
-        cpus = []
-        for i in range(pairs):
-            order = ("harness", "bare") if i % 2 == 0 else ("bare", "harness")
-            with PairCpu(pin, near) as cpu:
-                cpus.append(cpu)
-                for name in order:
-                    answer = sides[name].ask({"op": "block", "cpu": cpu}, timeout_s)
-                    if "error" in answer:
-                        return {"note": f"{name} side failed in pair {i + 1}: {answer['error']}"}
-                    blocks[name].append(answer)
-            h, b = blocks["harness"][-1]["ips"], blocks["bare"][-1]["bare_ips"]
-            progress(f"  pair {i + 1}/{pairs} ({' '.join(order)}, CPU {cpu}): harness {h:,.0f}, bare {b:,.0f}, "
-                     f"ratio {h / b:.3f}")
+        blocks, cpus, failed = run_pairs(sides, {"harness": "ips", "bare": "bare_ips"}, pairs, timeout_s, pin, near,
+                                         progress)
+        if failed:
+            return {"note": failed}
         return paired_result(blocks["harness"], blocks["bare"], cpus)
     finally:
         for side in sides.values():
             side.stop()
+
+
+def run_pairs(sides: dict, figure: dict, pairs: int, timeout_s: float, pin: bool, near: set[int],
+              progress=print) -> tuple[dict, list, str]:
+    """`pairs` pairs of blocks from two loaded sides ({name: Side}), one side measuring at a time,
+    the first side first in even pairs and second in odd ones, both on the pair's CPU (PairCpu).
+    figure: each side's throughput key in its answers. Returns (blocks by side, each pair's CPU,
+    "" or why it stopped)."""
+    first, second = list(sides)
+    blocks: dict[str, list[dict]] = {first: [], second: []}
+    cpus = []
+    for i in range(pairs):
+        order = (first, second) if i % 2 == 0 else (second, first)
+        with PairCpu(pin, near) as cpu:
+            cpus.append(cpu)
+            for name in order:
+                answer = sides[name].ask({"op": "block", "cpu": cpu}, timeout_s)
+                if "error" in answer:
+                    return blocks, cpus, f"{name} side failed in pair {i + 1}: {answer['error']}"
+                blocks[name].append(answer)
+        a, b = blocks[first][-1][figure[first]], blocks[second][-1][figure[second]]
+        progress(f"  pair {i + 1}/{pairs} ({' '.join(order)}, CPU {cpu}): {first} {a:,.0f}, {second} {b:,.0f}, "
+                 f"ratio {a / b:.3f}")
+    return blocks, cpus, ""
+
+
+def load_sides(sides: dict, go: dict) -> str:
+    """Start-up and load of every side, the loads at the same time; "" or why a side failed."""
+    for name, side in sides.items():
+        if not side.wait_ready(READY_TIMEOUT_S):
+            return f"{name} side did not start ({side.last_error()})"
+    for side in sides.values():  # the loads overlap: only the measuring is one at a time
+        side.send({"op": "load", "env": go})
+    for name, side in sides.items():
+        loaded = side.receive(READY_TIMEOUT_S)
+        if "error" in loaded:
+            return f"{name} side could not load: {loaded['error']}"
+    return ""
 
 
 def paired_result(harness: list[dict], bare: list[dict], cpus: list) -> dict:

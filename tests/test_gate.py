@@ -1,0 +1,99 @@
+"""The regression gate on real runs: two runs of one tiny CPU config, back to back while another
+process loads the CPU, pass `compare --fail-on-regression`; a 2x slowdown of one of their cells
+does not. And the per-call host-bound flag, from the host's issue time and the GPU's time."""
+
+import multiprocessing
+
+import pandas as pd
+import pytest
+
+from inferbench import cli
+from inferbench.measure import hostbound, timing
+from inferbench.reporting import compare
+from sweep import make_checkout, snakemake, stop_forkservers
+from synthetic import slowed, write_summary
+
+CONFIG = """
+model: mobilenet_v3_small
+weights: null
+seed: 0
+resolutions: [32]
+batch_sizes: [1, 2]
+precisions: [fp32]
+devices: [cpu]
+backends: {pytorch: {}, onnxruntime: {}}
+measurement: {warmup_iters: 2, warmup_min_s: 0.05, min_iters: 10, min_time_s: 0.3, max_time_s: 5, num_buffers: 2,
+              cpu_threads: 1}
+results_dir: RESULTS
+"""
+
+
+def _spin(stop):
+    while not stop.is_set():
+        sum(range(10_000))
+
+
+@pytest.mark.slow
+def test_an_a_a_comparison_passes_the_gate_under_load_and_a_2x_slowdown_does_not(tmp_path, capsys):
+    checkout = make_checkout(tmp_path / "checkout")
+    runs = []
+    stop = multiprocessing.Event()
+    load = multiprocessing.Process(target=_spin, args=(stop,), daemon=True)
+    load.start()  # another process on the machine, through both runs
+    try:
+        for name in ("r1", "r2"):
+            config = tmp_path / f"{name}.yaml"
+            config.write_text(CONFIG.replace("RESULTS", name))
+            try:
+                snakemake(checkout, tmp_path, config, f"{name}/summary.parquet", f"{name}/config.resolved.yaml")
+            finally:
+                stop_forkservers(tmp_path / name)
+            runs.append(tmp_path / name)
+    finally:
+        stop.set()
+        load.join(5)
+    first = pd.read_parquet(runs[0] / "summary.parquet")
+    assert (first["status"] == "ok").all() and first["host_other_cpu_pct"].notna().all()
+    assert cli.main(["compare", str(runs[0]), str(runs[1]), "--fail-on-regression"]) == 0
+    out = capsys.readouterr().out
+    # a cell called slower from the rows is measured again, both runs' in alternation, and cleared
+    assert "4 cells compared" in out and "0 slower" in out, out
+
+    # one real cell of the first run, twice as slow: beyond any margin the gate allows (a summary
+    # alone cannot be measured again: the verdict from the rows stands)
+    cell = (first["backend"] == "onnxruntime") & (first["batch_size"] == 1)
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    write_summary(slowed(first, 2.0, cell), slow / "summary.parquet")
+    assert cli.main(["compare", str(runs[0]), str(slow), "--fail-on-regression"]) == 1
+    out = capsys.readouterr().out
+    assert "1 slower" in out and "regression" in out and "the verdict from the rows stands" in out
+
+
+def test_host_bound_is_told_from_the_issue_time_per_call():
+    assert hostbound.enqueue_of([0.9, 0.85, 0.95], 1.0, "cuda") == hostbound.Enqueue(0.9, True, "")
+    assert hostbound.enqueue_of([0.2, 0.3, 0.25], 1.0, "cuda") == hostbound.Enqueue(0.25, False, "")
+    assert hostbound.enqueue_of([0.79], 1.0, "cuda").host_bound is False  # trtexec's 0.8 is the line
+    waits = hostbound.enqueue_of([1.0], 1.0, "cuda", waits_for_gpu="its run returns when done")
+    assert waits.enqueue_ms_median is None and waits.host_bound is None and "returns when done" in waits.note
+    assert hostbound.enqueue_of(None, 1.0, "cpu").note.startswith("a CPU cell")
+
+
+def test_the_timed_window_keeps_each_calls_issue_time():
+    class FakeCudaTimer:  # what CudaEventTimer reports: the event time, and the issue time beside it
+        measures_issue = True
+
+        def __init__(self):
+            self.n = 0
+            self.last_issue_ms = None
+
+        def time_ms(self, step):
+            self.n += 1
+            self.last_issue_ms = 0.1 * self.n
+            return 1.0
+
+    settings = timing.Settings(warmup_iters=2, warmup_min_s=0, min_iters=6, min_time_s=0, rounds=2)
+    m = timing.measure(lambda: None, FakeCudaTimer(), settings)
+    assert len(m.issue_ms) == len(m.latencies_ms) == 6
+    assert m.issue_ms == pytest.approx([0.1 * n for n in range(3, 9)])  # the warm-up's are not kept
+    assert timing.measure(lambda: None, timing.PerfCounterTimer(), settings).issue_ms is None
