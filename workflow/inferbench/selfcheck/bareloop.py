@@ -24,6 +24,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 
 WARMUP_ITERS, TIMED_ITERS = 10, 50
 GPU_WARMUP_S, GPU_TIMED_S = 0.5, 1.0
@@ -290,8 +291,17 @@ class CpuPinning:
             self.checked_at = time.perf_counter()
 
 
+@dataclass(frozen=True)
+class Loop:
+    """What the bare loop timed, and where."""
+
+    times_ms: list  # each timed call's milliseconds, in order
+    host_launch_us: float | None  # a small kernel's launch cost before the timed calls (GPU only)
+    cpus: list  # the CPU of each scan, in order (empty where the thread was not pinned)
+
+
 def time_loop(call, x, device: str, wall_clock: bool, warmup_s: float, timed_s: float,
-              pin: bool = False) -> list[float]:
+              pin: bool = False) -> Loop:
     import torch
 
     def once_ms() -> float:
@@ -315,14 +325,12 @@ def time_loop(call, x, device: str, wall_clock: bool, warmup_s: float, timed_s: 
         once_ms()
         n += 1
     pinning.scan()
-    if device == "cuda":
-        time_loop.host_launch_us = host_launch_us(torch)
+    launch_us = host_launch_us(torch) if device == "cuda" else None
     times, began = [], time.perf_counter()
     while len(times) < TIMED_ITERS or time.perf_counter() - began < timed_s:
         times.append(once_ms())
         pinning.check()
-    time_loop.cpus = pinning.picks
-    return times
+    return Loop(times_ms=times, host_launch_us=launch_us, cpus=pinning.picks)
 
 
 def measure(spec: dict) -> dict:
@@ -353,15 +361,16 @@ def measure(spec: dict) -> dict:
     warmup_s, timed_s = float(spec.get("warmup_s", 0.0)), float(spec.get("timed_s", 0.0))
     if device == "cuda":
         warmup_s, timed_s = max(warmup_s, GPU_WARMUP_S), max(timed_s, GPU_TIMED_S)
-    times = time_loop(call, x, device, wall_clock, warmup_s, timed_s,
-                      pin=device == "cuda" and bool(spec.get("pin_fastest_cpu", True)))
+    loop = time_loop(call, x, device, wall_clock, warmup_s, timed_s,
+                     pin=device == "cuda" and bool(spec.get("pin_fastest_cpu", True)))
+    times = loop.times_ms
     median_ms = statistics.median(times)
     return {"bare_ips": batch / median_ms * 1000.0, "bare_median_ms": median_ms, "bare_iters": len(times),
             "bare_p99_ms": sorted(times)[min(len(times) - 1, int(0.99 * len(times)))],
             "bare_timer": "wall clock" if (wall_clock or device == "cpu") else "cuda events",
             "bare_load_s": load_s, "torch_version": torch.__version__,
-            "bare_host_launch_us": getattr(time_loop, "host_launch_us", None),
-            "bare_host_cpus": " ".join(str(c) for c in getattr(time_loop, "cpus", []) if c is not None) or None}
+            "bare_host_launch_us": loop.host_launch_us,
+            "bare_host_cpus": " ".join(str(c) for c in loop.cpus if c is not None) or None}
 
 
 def main(argv=None) -> int:
