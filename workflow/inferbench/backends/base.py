@@ -29,11 +29,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from inferbench.errors import UserError
-
-
-class Skip(Exception):
-    """The cell cannot run here (missing library, unsupported combination): recorded as `skipped`."""
+from inferbench.errors import Skip, UserError  # noqa: F401 (backends raise Skip from here)
 
 
 def parse_dataclass(cls, raw: dict | None):
@@ -74,7 +70,7 @@ def options_json(options) -> str:
 class LoadContext:
     """Everything a backend needs to get ready to run one cell."""
 
-    cell: Any  # inferbench.sweep.config.Cell
+    cell: Any  # inferbench.sweep.grid.Cell
     options: Any  # the backend's Options
     artifact_path: str | None
     threads: int

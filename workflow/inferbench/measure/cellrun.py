@@ -20,7 +20,8 @@ import time
 import traceback
 
 from inferbench.backends import load_backend
-from inferbench.backends.base import Skip, options_json
+from inferbench.backends.base import options_json
+from inferbench.errors import Skip
 from inferbench.measure.celllog import log
 from inferbench.measure.phases import (TimingContext, begin_worker, check_accuracy, draw_inputs, first_call, load_runner,
                                        read_peaks, setup_device, start_telemetry, time_io_mode, worker_started)

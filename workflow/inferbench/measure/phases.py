@@ -28,7 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from inferbench.backends.base import LoadContext, Skip, options_json, torch_dtype
+from inferbench.backends.base import LoadContext, options_json, torch_dtype
+from inferbench.errors import Skip
 from inferbench.measure.accuracy import Accuracy, compare_logits
 from inferbench.measure.celllog import log
 from inferbench.measure.results import DeviceSetup, GpuStart, Inputs, IoTiming, Loaded, Peaks, Started, Worker

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from inferbench.sweep.config import Cell, axis_for, backend_of, io_modes_for, measurement_for, options_of
+from inferbench.sweep.grid import Cell, axis_for, backend_of, io_modes_for, measurement_for, options_of
 
 
 def artifact_name(key: dict) -> str:
