@@ -135,7 +135,7 @@ def validate_semantics(config: dict) -> None:
         try:
             backend = load_backend(backend_of(config, name))
             parsed = backend.parse_options(options_of(config, name))
-            if hasattr(backend, "check_sweep"):
+            if backend.check_sweep:
                 backend.check_sweep(parsed, functools.partial(backend_axis, config, name))
         except UserError as exc:
             problems.append(f"backends.{name}: {exc}")
