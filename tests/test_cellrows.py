@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from inferbench.measure.phases import Accuracy, IoTiming, Peaks, Started, Worker
+from inferbench.measure.accuracy import Accuracy
+from inferbench.measure.results import IoTiming, Peaks, Started, Worker
 from inferbench.measure.rows import CellRows
 from inferbench.measure.stats import summarize
 from inferbench.measure.timing import Measurement

@@ -25,6 +25,9 @@ BACKEND_FILES = {name: PKG / "backends" / f"{module}.py" for name, module in KNO
 # module, which is an input already; listing the registry would rerun every job when a backend is
 # added (inferbench.sweep.codedeps.REGISTRY).
 REGISTRY = PKG / "backends" / "__init__.py"
+# The dispatcher hands the arguments to the command's module and measures nothing: editing its
+# table or messages reruns no job (inferbench.sweep.codedeps.DISPATCHER).
+DISPATCHER = PKG / "cli.py"
 
 
 # ------------------------------------------------------------------ layout and import cycles
@@ -68,6 +71,52 @@ def test_the_bare_loop_imports_nothing_from_the_harness_it_checks():
     assert codedeps.graph()["inferbench.selfcheck.bareloop"] == frozenset()
 
 
+# A layer, and what it must not import, directly or through any module it imports. The grid and
+# the errors sit at the bottom (everything imports them); what runs processes and writes records
+# knows no backend, sweep or measurement; the backends know the grid but not how a config is
+# validated or a job described. An upward import puts the upper module into the lower one's
+# jobs' code inputs: editing it would rerun them.
+ABOVE_PROCESS = ("backends", "sweep", "measure", "commands", "reporting", "selfcheck")
+LAYERS = {
+    "errors": ("*",),
+    "sweep.grid": ("*",),
+    "process": ABOVE_PROCESS,
+    "records": ABOVE_PROCESS,
+    "backends": ("sweep.config", "sweep.spec", "sweep.models", "measure", "commands", "reporting", "selfcheck"),
+}
+
+
+def upward_imports(layer: str, forbidden: tuple[str, ...]) -> list[str]:
+    """Each import edge, reached from `layer`'s modules, that lands in a forbidden package."""
+    graph = codedeps.graph()
+
+    def inside(name: str, package: str) -> bool:
+        full = f"inferbench.{package}"
+        return name == full or name.startswith(full + ".")
+
+    def bad(name: str) -> bool:
+        if "*" in forbidden:  # nothing of the package but the top-level package itself
+            return name != "inferbench"
+        return any(inside(name, f) for f in forbidden)
+
+    reached = codedeps.closure([m for m in graph if inside(m, layer)])
+    return sorted(f"{a} -> {b}" for a in reached for b in graph[a] if bad(b) and not inside(b, layer))
+
+
+@pytest.mark.parametrize("layer", list(LAYERS))
+def test_no_layer_imports_a_layer_above_it(layer):
+    assert not upward_imports(layer, LAYERS[layer]), f"{layer} imports upwards: {upward_imports(layer, LAYERS[layer])}"
+
+
+def test_a_cell_job_runs_neither_validation_nor_the_command_line():
+    """Rewording a validation message, or editing the command table, reruns no cell or export."""
+    for backend in KNOWN_BACKENDS:
+        for command in ("cell", "export"):
+            files = {Path(f) for f in codedeps.job_code(command, backend)}
+            assert PKG / "sweep" / "grid.py" in files  # the grid it does run
+            assert not files & {PKG / "sweep" / "config.py", PKG / "cli.py"}, (command, backend)
+
+
 # ------------------------------------------------------------------ code inputs, computed here
 
 
@@ -84,7 +133,7 @@ def imported_files(*scripts: Path) -> set[Path]:
 
 def expected_code(command: str, backend: str | None = None) -> set[Path]:
     scripts = [PKG / "__main__.py", PKG / "commands" / f"{command}.py"] + ([BACKEND_FILES[backend]] if backend else [])
-    return imported_files(*scripts) - {REGISTRY}
+    return imported_files(*scripts) - {REGISTRY, DISPATCHER}
 
 
 @pytest.mark.parametrize("backend", list(KNOWN_BACKENDS))
@@ -170,3 +219,23 @@ def test_editing_a_reporting_module_plans_the_report_again(tiny_sweep, tmp_path)
     pending = {line.split("\t")[2] for line in proc.stdout.splitlines()[1:]
                if line.split("\t")[-1:] == ["update pending"]}
     assert pending == {"report", "archive"}, proc.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_editing_validation_the_command_line_or_the_report_plans_no_cell(tiny_sweep, tmp_path):
+    """In a copy of the finished sweep: reword a message of the config's validation, edit the
+    command line's dispatcher and the report's code, and no export or cell is planned again."""
+    checkout = shutil.copytree(tiny_sweep["checkout"], tmp_path / "checkout", symlinks=True)
+    work = shutil.copytree(tiny_sweep["work"], tmp_path / "work", symlinks=True,
+                           ignore=shutil.ignore_patterns(".locks", "*.sock"))
+    here = checkout / "workflow" / "inferbench"
+    config = here / "sweep" / "config.py"
+    assert "does not exist" in config.read_text()
+    config.write_text(config.read_text().replace("does not exist", "is not there"))
+    for edited in (here / "cli.py", here / "reporting" / "report.py"):
+        edited.write_text(edited.read_text() + "\n# an edit\n")
+    proc = snakemake(checkout, work, work / "tiny.yaml", "--summary", "--rerun-triggers", "mtime")
+    pending = {line.split("\t")[2] for line in proc.stdout.splitlines()[1:]
+               if line.split("\t")[-1:] == ["update pending"]}
+    assert "report" in pending, proc.stdout[-3000:]  # the edits were seen
+    assert not pending & {"benchmark_cell", "export_artifact"}, proc.stdout[-3000:]

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from inferbench.backends.base import Skip
+from inferbench.errors import Skip
 from inferbench.process import devices
 
 

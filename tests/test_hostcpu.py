@@ -127,18 +127,19 @@ def test_the_bare_loop_pins_with_its_own_code(restore_affinity):
 
 def _cpu_io_timing(monkeypatch, device, settings, telemetry=None, calls=None):
     """time_io_mode on a fake runner whose calls are appended to `calls`, with the device's pinning."""
-    from inferbench.measure import phases, timing
+    from inferbench.measure import phases, results, timing
 
     calls = [] if calls is None else calls
     runner = SimpleNamespace(run=lambda x: calls.append(x))
-    loaded = phases.Loaded(runner=runner, prepared=[1, 2], load_s=0.0, compile_s=None, backend_options="{}")
-    inputs = phases.Inputs(host=[1, 2], device=[1, 2])
-    setup = phases.DeviceSetup(device="cpu", dtype=None, timer=timing.PerfCounterTimer(), gpu_env={})
+    loaded = results.Loaded(runner=runner, prepared=[1, 2], load_s=0.0, compile_s=None, backend_options="{}")
+    inputs = results.Inputs(host=[1, 2], device=[1, 2])
+    setup = results.DeviceSetup(device="cpu", dtype=None, timer=timing.PerfCounterTimer(), gpu_env={})
     spec = SimpleNamespace(cell=SimpleNamespace(device=device, batch_size=4), measurement={})
     if device == "cuda":  # no GPU here: the launch-cost reading is the only GPU call in the window
         monkeypatch.setattr("inferbench.measure.gpu_clock.launch_us", lambda: 7.0)
     monkeypatch.setattr(phases, "log", lambda msg: None)
-    return phases.time_io_mode("device", spec, loaded, inputs, setup, settings, telemetry), calls
+    ctx = phases.TimingContext(spec=spec, loaded=loaded, inputs=inputs, setup=setup, telemetry=telemetry)
+    return phases.time_io_mode(ctx, "device", settings), calls
 
 
 def test_gpu_cells_record_their_cpus_and_cpu_cells_are_not_pinned(monkeypatch, restore_affinity):
@@ -191,15 +192,15 @@ def test_nvml_cpu_affinity_words_become_cpu_numbers():
 
 
 def test_gpu_cells_choose_among_the_cpus_nearest_the_gpu(restore_affinity):
-    from inferbench.measure import phases, timing
+    from inferbench.measure import timing
 
     settings = timing.Settings()
     near = SimpleNamespace(local_cpus=lambda: {restore_affinity[-1], 10_000})  # 10,000: not this process's
-    assert phases.host_cpu_pinning("cuda", settings, near).cpus == [restore_affinity[-1]]
+    assert hostcpu.host_cpu_pinning("cuda", settings, near).cpus == [restore_affinity[-1]]
     # NVML cannot say, or names none of this process's CPUs: every CPU it may use
     for unknown in (SimpleNamespace(local_cpus=lambda: None), SimpleNamespace(local_cpus=lambda: {10_000}), None):
-        assert phases.host_cpu_pinning("cuda", settings, unknown).cpus == restore_affinity
-    assert isinstance(phases.host_cpu_pinning("cpu", settings, near), hostcpu.NoPinning)
+        assert hostcpu.host_cpu_pinning("cuda", settings, unknown).cpus == restore_affinity
+    assert isinstance(hostcpu.host_cpu_pinning("cpu", settings, near), hostcpu.NoPinning)
 
 
 def test_a_scan_of_a_large_host_times_a_sample_and_keeps_the_current_cpu(monkeypatch, restore_affinity, tmp_path):

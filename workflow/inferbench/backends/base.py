@@ -1,22 +1,8 @@
 """What every backend shares: option parsing, the load context, and the runner contract.
 
-A backend module provides:
-  Options                 a dataclass of its options, with defaults
-  parse_options(raw)      -> Options (use `parse_dataclass`)
-  artifact_key(cell, o)   -> dict of what its exported artifact depends on, or None (no export)
-  ARTIFACT_SUFFIX         file suffix of the artifact, if any
-  NEEDS_BATCH_RANGE       optional: True if the artifact is built for the sweep's batch sizes (a
-                          TensorRT engine); its export then reruns when they change
-  EXPORT_OPTIONS          optional: the options `export` reads (default: all of them); variants
-                          of the backend that agree on these and on the key share one artifact
-  unsupported(cell, o)    -> reason the cell cannot run (a `skipped` cell), or None
-  check_sweep(o, axis)    optional: raise UserError when an option does not fit the sweep (an
-                          engine's tuning batch outside its batch sizes, say); axis(device, name)
-                          is a grid axis of this backend's cells on that device, [] where it has none
-  REQUIRES                optional: modules it needs beyond torch, checked without importing them
-  REQUIRES_HINT           optional: where to get them, appended to the skip reason
-  export(spec, o, path)   -> dict of extra facts to record (only with an artifact)
-  load(ctx)               -> Runner
+A backend module provides the parts that inferbench.backends.contract declares (Options,
+parse_options, artifact_key, unsupported, load, and optional ones with defaults there), and is
+checked against them when it is loaded.
 
 Helpers a backend imports (torch_common, say) are found in its imports: editing one reruns the
 jobs of the backends that import it (inferbench.sweep.codedeps).
@@ -29,11 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from inferbench.errors import UserError
-
-
-class Skip(Exception):
-    """The cell cannot run here (missing library, unsupported combination): recorded as `skipped`."""
+from inferbench.errors import Skip, UserError  # noqa: F401 (backends raise Skip from here)
 
 
 def parse_dataclass(cls, raw: dict | None):
@@ -74,7 +56,7 @@ def options_json(options) -> str:
 class LoadContext:
     """Everything a backend needs to get ready to run one cell."""
 
-    cell: Any  # inferbench.sweep.config.Cell
+    cell: Any  # inferbench.sweep.grid.Cell
     options: Any  # the backend's Options
     artifact_path: str | None
     threads: int

@@ -83,7 +83,7 @@ def export(spec, options, out_path) -> dict:
 
     from inferbench.backends.base import LoadContext
     from inferbench.process.devices import require_device
-    from inferbench.sweep.config import Cell
+    from inferbench.sweep.grid import Cell
 
     require_device(spec.device)
     if not autotunes_when_compiling(options):

@@ -163,8 +163,9 @@ def run(args) -> int:
     import torch
 
     from inferbench.backends.base import options_json
-    from inferbench.measure.phases import (GpuTelemetry, cell_threads, draw_inputs, first_call, load_runner,
+    from inferbench.measure.phases import (TimingContext, cell_threads, draw_inputs, first_call, load_runner,
                                            setup_device, time_io_mode)
+    from inferbench.measure.telemetry.cellgpu import GpuTelemetry
     from inferbench.measure.timing import Settings
 
     config, spec, backend, options = cell_to_check(args)
@@ -179,8 +180,8 @@ def run(args) -> int:
             telemetry.start()
         try:
             first_call(loaded, setup, telemetry)
-            harness = time_io_mode("device", spec, loaded, inputs, setup, Settings.from_config(spec.measurement),
-                                   telemetry).measurement
+            timing = TimingContext(spec=spec, loaded=loaded, inputs=inputs, setup=setup, telemetry=telemetry)
+            harness = time_io_mode(timing, "device", Settings.from_config(spec.measurement)).measurement
         finally:
             if telemetry:
                 telemetry.stop()

@@ -44,7 +44,7 @@ def write_manifest(path: str, manifest: dict) -> None:
 
 def run(args) -> int:
     from inferbench.backends import load_backend
-    from inferbench.backends.base import Skip
+    from inferbench.errors import Skip
     from inferbench.measure.timing import process_age_s
     from inferbench.sweep.spec import ExportSpec
 
@@ -79,7 +79,7 @@ def run(args) -> int:
 def run_isolated(args, manifest: dict, spec, started_at: float) -> int:
     import contextlib
 
-    from inferbench.backends.base import Skip
+    from inferbench.errors import Skip
     from inferbench.process.compilecache import cache_env
     from inferbench.process.devices import ExportsRunning, GpuClaim
     from inferbench.process.isolation import run_inferbench

@@ -20,10 +20,13 @@ import time
 import traceback
 
 from inferbench.backends import load_backend
-from inferbench.backends.base import Skip, options_json
-from inferbench.measure.phases import (GpuTelemetry, begin_worker, check_accuracy, draw_inputs, first_call, load_runner,
-                                       log, read_peaks, setup_device, start_telemetry, time_io_mode, worker_started)
+from inferbench.backends.base import options_json
+from inferbench.errors import Skip
+from inferbench.measure.celllog import log
+from inferbench.measure.phases import (TimingContext, begin_worker, check_accuracy, draw_inputs, first_call, load_runner,
+                                       read_peaks, setup_device, start_telemetry, time_io_mode, worker_started)
 from inferbench.measure.rows import CellRows
+from inferbench.measure.telemetry.cellgpu import GpuTelemetry
 from inferbench.measure.timing import Settings
 from inferbench.sweep.spec import CellSpec
 
@@ -66,6 +69,7 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
                                          worker.threads, inputs)
         rows.first_run_ms = first_call(loaded, setup, telemetry)
         settings = Settings.from_config(spec.measurement)
+        timing = TimingContext(spec=spec, loaded=loaded, inputs=inputs, setup=setup, telemetry=telemetry)
         warmed = False
         for io in spec.io_modes:
             try:
@@ -74,7 +78,7 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
                 # error, the next has only its own path to warm (for io=host, the copies between
                 # pinned and device buffers): its warmup_iters calls, without the time floor.
                 mode_settings = dataclasses.replace(settings, warmup_min_s=0.0) if warmed else settings
-                rows.timings[io] = time_io_mode(io, spec, loaded, inputs, setup, mode_settings, telemetry)
+                rows.timings[io] = time_io_mode(timing, io, mode_settings)
                 warmed = True
             except Skip:
                 raise

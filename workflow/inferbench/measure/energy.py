@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from inferbench.measure.celllog import log
+
 # How long to run the step waiting for the counter to move: a few of its update periods.
 TICK_WAIT_S = 0.5
 
@@ -67,3 +69,21 @@ def window_energy(start: Tick | None, end: Tick | None, window_steps: int,
         return None, None
     joules = (end.energy_mj - start.energy_mj) / 1000.0
     return joules / images, joules / (end.seen_s - start.seen_s)
+
+
+def energy_or_power(telemetry, start: Tick | None, end: Tick | None, window_steps: int, timed_s: float,
+                    images_per_step: int, power_samples_w: list | None) -> tuple[float | None, float | None]:
+    """The window's (joules per image, mean watts): from the energy counter's updates around it,
+    else, on a GPU without the counter, from the power samples; nothing where the counter exists
+    but did not move (the log says so)."""
+    from inferbench.measure.telemetry.gpu import energy_from_power_samples
+
+    if telemetry is None:
+        return None, None
+    if start is not None and end is not None:
+        return window_energy(start, end, window_steps, images_per_step)
+    if telemetry.energy_mj() is None:  # no counter on this GPU
+        return energy_from_power_samples(timed_s, window_steps * images_per_step, power_samples_w)
+    log(f"energy: the GPU's energy counter did not move within {TICK_WAIT_S} s of the window's ends: "
+        "no energy figure for this io mode")
+    return None, None

@@ -193,6 +193,19 @@ class FastestCpu:
         self.close()
 
 
+def host_cpu_pinning(device: str, settings, telemetry=None):
+    """The pinning policy of a cell's timed windows. GPU cells: the launching thread on the host's
+    fastest CPU, among those nearest the GPU where NVML names them (`telemetry.local_cpus()`; on a
+    host of two sockets, a launch from the other socket's cores crosses the link between them).
+    CPU cells run on every CPU their threads may use, and are left to the scheduler, as is any
+    cell whose settings (inferbench.measure.timing.Settings) turn pin_fastest_cpu off."""
+    if device != "cuda" or not settings.pin_fastest_cpu or not can_pin():
+        return NoPinning()
+    allowed = os.sched_getaffinity(0)
+    near = (telemetry.local_cpus() if telemetry else None) or set()
+    return FastestCpu(cpus=sorted(allowed & near) or None)
+
+
 class NoPinning:
     """The scheduler decides (measurement: pin_fastest_cpu: false, and CPU cells)."""
 

@@ -2,7 +2,10 @@
 
 inferbench.measure.cellrun runs them in order for a cell; `inferbench crosscheck` runs the same
 set-up, input drawing, load and timing for its harness side. Each phase returns a small typed
-result; inferbench.measure.rows turns those results into the shard's rows.
+result (inferbench.measure.results); inferbench.measure.rows turns those into the shard's rows.
+What is read beside the clock lives apart: the GPU's telemetry (inferbench.measure.telemetry),
+the trackers of a timed window (inferbench.measure.window: CPU pinning, launch cost, energy,
+NVML's samples), the error against the reference (inferbench.measure.accuracy).
 
   begin_worker    before torch is imported: threads, warm-worker facts, host peak restarted
   worker_started  torch imported: where the worker's start ends
@@ -11,7 +14,7 @@ result; inferbench.measure.rows turns those results into the shard's rows.
   start_telemetry NVML sampling on, the GPU clock brought up before loading
   load_runner     the backend loads (and compiles) its artifact; inputs in the backend's form
   first_call      the first, cold call, timed on its own
-  time_io_mode    warm-up and the timed window of one io mode, with its energy and utilisation
+  time_io_mode    warm-up and the timed window of one io mode, with the trackers around it
   read_peaks      memory peaks and the GPU's end state
   check_accuracy  the backend's output against fp32 eager PyTorch
 """
@@ -21,31 +24,18 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
-from inferbench.backends.base import LoadContext, Skip, options_json, torch_dtype
-from inferbench.measure.timing import CudaEventTimer, Measurement, PerfCounterTimer, Settings, measure
+from inferbench.backends.base import LoadContext, options_json, torch_dtype
+from inferbench.errors import Skip
+from inferbench.measure.accuracy import Accuracy, compare_logits
+from inferbench.measure.celllog import log
+from inferbench.measure.results import DeviceSetup, GpuStart, Inputs, IoTiming, Loaded, Peaks, Started, Worker
+from inferbench.measure.telemetry.cellgpu import GpuTelemetry, nvml_index_for_visible_gpu
+from inferbench.measure.timing import CudaEventTimer, PerfCounterTimer, Settings
 from inferbench.sweep.spec import CellSpec
-
-
-class CellLog:
-    """Progress on stderr, stamped with seconds since the cell began: shows where a cell's time
-    goes (imports, load, timing). Restarted per cell, since a warm worker runs many."""
-
-    def __init__(self):
-        self.t0 = time.monotonic()
-
-    def restart(self) -> None:
-        self.t0 = time.monotonic()
-
-    def __call__(self, msg: str) -> None:
-        print(f"[inferbench cell +{time.monotonic() - self.t0:6.2f}s] {msg}", file=sys.stderr, flush=True)
-
-
-log = CellLog()
 
 
 def default_threads() -> int:
@@ -54,62 +44,6 @@ def default_threads() -> int:
 
 def cell_threads(spec: CellSpec) -> int:
     return spec.measurement.get("cpu_threads") or default_threads()
-
-
-class GpuTelemetry:
-    """NVML readings for the cell, or nothing at all where NVML is unusable (recorded as nulls).
-
-    Created before the process's CUDA context: NVML's memory baseline must not include it."""
-
-    def __init__(self):
-        from inferbench.measure.telemetry.gpu import GpuSampler, NvmlReader
-
-        self.spinup_s = 0.0  # every spin-up of the cell, summed (clock_spinup_s)
-        try:
-            self.reader = NvmlReader(nvml_index_for_visible_gpu())
-        except RuntimeError as exc:
-            log(f"no GPU telemetry: {exc}")
-            self.reader = None
-            self.sampler = None
-            return
-        self.sampler = GpuSampler(self.reader)
-
-    def start(self):
-        if self.sampler:
-            self.sampler.start()
-
-    def info(self) -> dict:
-        return self.reader.static_info() if self.reader else {}
-
-    def state(self) -> dict:
-        return self.reader.state() if self.reader else {}
-
-    def energy_mj(self):
-        return self.reader.energy_mj() if self.reader else None
-
-    def local_cpus(self) -> set[int] | None:
-        return self.reader.local_cpus() if self.reader else None
-
-    def spin_up(self) -> float:
-        """Bring the SM clock up (see inferbench.measure.gpu_clock); seconds spent."""
-        from inferbench.measure.gpu_clock import spin_up
-
-        if not self.reader:
-            spent = spin_up(lambda: None, None)
-        else:
-            spent = spin_up(self.reader.sm_clock_mhz, self.reader.max_sm_clock_mhz())
-        self.spinup_s += spent
-        return spent
-
-    def stop(self):
-        if self.sampler:
-            self.sampler.stop()
-
-
-def nvml_index_for_visible_gpu() -> int:
-    """NVML ignores CUDA_VISIBLE_DEVICES: map the cell's one visible GPU to its NVML index."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    return int(visible) if visible.isdigit() else 0
 
 
 @functools.cache
@@ -123,16 +57,6 @@ def cell_stream():
 
 # --- set-up ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Worker:
-    """The process the cell runs in."""
-
-    threads: int
-    warm: bool  # a warm worker (inferbench.process.warm), not a fresh process
-    cells_before: int  # cells that warm worker ran before this one
-    rss_peak_known: bool  # False where the host peak could not restart with the cell
-
-
 def begin_worker(spec: CellSpec) -> Worker:
     """First, before torch is imported and before any memory the cell allocates: in a warm
     worker the process-wide host peak must restart with the cell, or it is unknown."""
@@ -142,14 +66,6 @@ def begin_worker(spec: CellSpec) -> Worker:
     warm = in_warm_worker()
     return Worker(threads=cell_threads(spec), warm=warm, cells_before=cells_before() if warm else 0,
                   rss_peak_known=reset_rss_peak() if warm else True)
-
-
-@dataclass(frozen=True)
-class Started:
-    """Where the worker's start ends and the cell's set-up begins."""
-
-    at: float  # perf_counter
-    worker_start_s: float | None  # from the job's launch to here; None when not launched by a job
 
 
 def worker_started() -> Started:
@@ -163,16 +79,6 @@ def worker_started() -> Started:
     at = time.perf_counter()
     launched_at = os.environ.get(LAUNCHED_AT_ENV)
     return Started(at=at, worker_start_s=max(0.0, time.time() - float(launched_at)) if launched_at else None)
-
-
-@dataclass(frozen=True)
-class DeviceSetup:
-    """The device the cell runs on, and how its calls are timed there."""
-
-    device: str
-    dtype: Any  # torch dtype of the cell's precision
-    timer: Any  # CudaEventTimer | PerfCounterTimer
-    gpu_env: dict  # the GPU's environment columns; empty on the CPU
 
 
 def setup_device(spec: CellSpec, threads: int, telemetry: GpuTelemetry | None, stack) -> DeviceSetup:
@@ -197,12 +103,6 @@ def setup_device(spec: CellSpec, threads: int, telemetry: GpuTelemetry | None, s
         stack.enter_context(torch.cuda.stream(cell_stream()))
     timer = CudaEventTimer() if c.device == "cuda" else PerfCounterTimer()
     return DeviceSetup(device=c.device, dtype=torch_dtype(c.precision), timer=timer, gpu_env=gpu_env)
-
-
-@dataclass(frozen=True)
-class Inputs:
-    host: list  # on the host (pinned on a GPU cell): io=host copies these in; the reference uses [0]
-    device: list  # where the model runs: io=device feeds these
 
 
 def draw_inputs(spec: CellSpec, setup: DeviceSetup) -> Inputs:
@@ -233,14 +133,6 @@ def draw_inputs(spec: CellSpec, setup: DeviceSetup) -> Inputs:
     return Inputs(host=host, device=host)
 
 
-@dataclass(frozen=True)
-class GpuStart:
-    """The GPU's state when the cell's sampling began, and the spin-up before loading."""
-
-    state: dict  # NVML: SM clock, temperature, throttle reasons
-    spinup_s: float
-
-
 def start_telemetry(telemetry: GpuTelemetry | None) -> GpuStart:
     """After the inputs (their memory belongs to the cell's start) and before loading, whose
     compilers autotune at the clock they find: an idling clock makes them pick wrong."""
@@ -252,22 +144,6 @@ def start_telemetry(telemetry: GpuTelemetry | None) -> GpuStart:
 
 
 # --- load -----------------------------------------------------------------------------------
-
-@dataclass
-class Loaded:
-    """The backend's runner, ready, with the inputs in its own form. Mutable on purpose: close()
-    lets go of the runner, so that the backend is freed before the reference model is built."""
-
-    runner: Any
-    prepared: list | None
-    load_s: float
-    compile_s: float | None
-    backend_options: str  # JSON: the options and what the backend chose (runner.facts)
-
-    def close(self) -> None:
-        self.runner.close()
-        self.runner = self.prepared = None
-
 
 def load_runner(spec: CellSpec, backend, options, artifact_path: str | None, threads: int,
                 inputs: Inputs) -> Loaded:
@@ -303,28 +179,6 @@ def first_call(loaded: Loaded, setup: DeviceSetup, telemetry: GpuTelemetry | Non
 
 # --- timed ----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class IoTiming:
-    """One io mode's warm-up and timed window, and what the telemetry saw during the window."""
-
-    io: str
-    timer: str
-    measurement: Measurement
-    stats: dict  # inferbench.measure.stats.summarize: the latency and throughput columns
-    settings_json: str  # the measurement settings in force, with what stopped the window
-    energy_j_per_image: float | None = None
-    power_w_mean: float | None = None
-    gpu_busy_pct: float | None = None
-    sm_clock_mhz_mean: float | None = None
-    host_launch_us: float | None = None
-    host_cpus: str | None = None  # the CPU the launching thread was pinned to: warm-up, then each round
-    host_cpu_speed_ratio: float | None = None  # the host's slowest CPU over its fastest, at the first scan
-    enqueue_ms_median: float | None = None  # the host's time to issue one call (inferbench.measure.hostbound)
-    host_bound: bool | None = None
-    enqueue_note: str = ""
-    host_other_cpu_pct: float | None = None  # other processes' share of the machine meanwhile
-
-
 def io_step(io: str, loaded: Loaded, inputs: Inputs, device: str) -> Callable[[], None]:
     """One iteration of an io mode: the whole unit of work a timed call measures."""
     runner, prepared = loaded.runner, loaded.prepared
@@ -354,124 +208,51 @@ def io_step(io: str, loaded: Loaded, inputs: Inputs, device: str) -> Callable[[]
     return step
 
 
-def host_cpu_pinning(device: str, settings: Settings, telemetry: GpuTelemetry | None = None):
-    """GPU cells: the launching thread on the host's fastest CPU (inferbench.measure.hostcpu),
-    among those nearest the GPU where NVML names them (on a host of two sockets, a launch from
-    the other socket's cores crosses the link between them). CPU cells run on every CPU their
-    threads may use, and are left to the scheduler."""
-    from inferbench.measure.hostcpu import FastestCpu, NoPinning, can_pin
+@dataclass(frozen=True)
+class TimingContext:
+    """What every io mode's timing of a cell works with, from the phases before it."""
 
-    if device != "cuda" or not settings.pin_fastest_cpu or not can_pin():
-        return NoPinning()
-    allowed = os.sched_getaffinity(0)
-    near = (telemetry.local_cpus() if telemetry else None) or set()
-    return FastestCpu(cpus=sorted(allowed & near) or None)
+    spec: CellSpec
+    loaded: Loaded
+    inputs: Inputs
+    setup: DeviceSetup
+    telemetry: GpuTelemetry | None
 
 
-def time_io_mode(io: str, spec: CellSpec, loaded: Loaded, inputs: Inputs, setup: DeviceSetup,
-                 settings: Settings, telemetry: GpuTelemetry | None) -> IoTiming:
+def time_io_mode(ctx: TimingContext, io: str, settings: Settings) -> IoTiming:
     """After the first call, per io mode: the clock brought up again, then warm-up and the
-    adaptive timed window (inferbench.measure.timing.measure), with the energy counter and the
-    NVML samples read around the window only."""
-    from inferbench.measure.contention import OtherLoad
-    from inferbench.measure.energy import run_until_tick
-    from inferbench.measure.hostbound import enqueue_of
+    adaptive timed window (inferbench.measure.timing.measure), with the trackers of
+    inferbench.measure.window around it: CPU pinning, the launch cost, energy, NVML's samples."""
+    from inferbench.measure.hostcpu import host_cpu_pinning
     from inferbench.measure.stats import summarize
-    from inferbench.measure.telemetry.gpu import busy_in_window, mean_in_window
+    from inferbench.measure.window import (CpuPinning, Enqueue, GpuSamples, LaunchCost, OtherCpuLoad, WindowEnergy,
+                                           describe_window, run_window)
 
-    c = spec.cell
+    c, timer, telemetry = ctx.spec.cell, ctx.setup.timer, ctx.telemetry
     if telemetry:
         telemetry.spin_up()
-    step = io_step(io, loaded, inputs, c.device)
+    step = io_step(io, ctx.loaded, ctx.inputs, c.device)
     log(f"io={io}: warm-up and timing (min {settings.min_iters} iterations, {settings.min_time_s} s)")
-    sampler = telemetry.sampler if telemetry else None
-    host, window = {}, {}
-    others = OtherLoad()
-    with host_cpu_pinning(c.device, settings, telemetry) as pinning:
-        pinning.pick()  # before the warm-up, which then warms the CPU the window starts on
-
-        def before_round(index: int) -> None:
-            if index > 0:
-                pinning.recheck()
-                return
-            pinning.pick()  # the warm-up may have outlasted the CPU's fast spell
-            if c.device == "cuda":
-                from inferbench.measure.gpu_clock import launch_us
-
-                host["host_launch_us"] = launch_us()
-            # last before the window's clock starts: its energy is the window's alone, without
-            # the warm-up's (which once made an H200 read 1,047 W), from an update of the
-            # counter on (inferbench.measure.energy)
-            window["energy_start"] = run_until_tick(telemetry.energy_mj, timed_step) if telemetry else None
-            window["power_from"] = len(sampler.power_w) if sampler else 0
-
-        def timed_step():  # one iteration, waited for, outside the window's clock
-            setup.timer.time_ms(step)
-
-        m = measure(step, setup.timer, settings, progress=log, before_round=before_round)
-        window_end = time.monotonic()
-        # no update before the window: waiting for one after it would only cost time
-        energy_end = run_until_tick(telemetry.energy_mj, timed_step) if window["energy_start"] else None
-    host_cpus = " ".join(map(str, pinning.picks)) or None
+    trackers = [OtherCpuLoad(), CpuPinning(host_cpu_pinning(c.device, settings, telemetry)),
+                Enqueue(c.device, getattr(ctx.loaded.runner, "waits_for_gpu", None))]
+    if c.device == "cuda":
+        trackers.append(LaunchCost())
+    if telemetry:
+        # one iteration, waited for, outside the window's clock: run until the counter moves
+        trackers.append(WindowEnergy(telemetry, lambda: timer.time_ms(step), c.batch_size))
+        if telemetry.sampler:
+            trackers.append(GpuSamples(telemetry.sampler))
+    m, columns = run_window(step, timer, settings, trackers, progress=log)
     stats = summarize(m.latencies_ms, c.batch_size, m.round_latencies())
-    enqueue = enqueue_of(m.issue_ms, stats["latency_ms_median"], c.device, getattr(loaded.runner, "waits_for_gpu", None))
-    power = sampler.power_w[window["power_from"]:] if sampler else None
-    busy = busy_in_window(sampler.busy_pct, window_end - m.timed_s, window_end) if sampler else None
-    clock = mean_in_window(sampler.sm_clock_mhz, window_end - m.timed_s, window_end) if sampler else None
-    j_per_image, watts = window_energy_or_power(telemetry, window["energy_start"], energy_end, m, c.batch_size,
-                                                power)
-    log(f"io={io}: {stats['n_iters']} iterations in {m.timed_s:.2f} s, median {stats['latency_ms_median']:.3f} ms, "
-        f"p99 {stats['latency_ms_p99']:.3f} ms, cv {stats['latency_cv']:.3f}, {stats['throughput_ips']:.1f} images/s "
-        f"(median of {len(stats['round_ips'])} rounds, spread {stats['ips_spread_pct']:.1f}%)"
-        + (f", GPU busy {busy:.0f}%" if busy is not None else "")
-        + (f", SM clock {clock:.0f} MHz" if clock is not None else "")
-        + (f", host launch {host['host_launch_us']:.1f} us" if "host_launch_us" in host else "")
-        + (f", on CPU {host_cpus}" if host_cpus else "")
-        + (f", enqueue {enqueue.enqueue_ms_median:.3f} ms" + (" (host-bound)" if enqueue.host_bound else "")
-           if enqueue.enqueue_ms_median is not None else ""))
-    return IoTiming(io=io, timer=setup.timer.name, measurement=m, stats=stats,
+    log(describe_window(io, m, stats, columns))
+    return IoTiming(io=io, timer=timer.name, measurement=m, stats=stats,
                     # the settings in force for this row: a later io mode warms up without the time floor
-                    settings_json=json.dumps(dict(spec.measurement, warmup_min_s=settings.warmup_min_s,
+                    settings_json=json.dumps(dict(ctx.spec.measurement, warmup_min_s=settings.warmup_min_s,
                                                   stopped_by=m.stopped_by), sort_keys=True),
-                    energy_j_per_image=j_per_image, power_w_mean=watts, gpu_busy_pct=busy, sm_clock_mhz_mean=clock,
-                    host_launch_us=host.get("host_launch_us"),
-                    host_cpus=host_cpus, host_cpu_speed_ratio=pinning.speed_ratio,
-                    enqueue_ms_median=enqueue.enqueue_ms_median, host_bound=enqueue.host_bound,
-                    enqueue_note=enqueue.note, host_other_cpu_pct=others.percent())
-
-
-def window_energy_or_power(telemetry, start, end, m, batch_size, power_samples_w):
-    """The window's (joules per image, mean watts): from the energy counter's updates around it,
-    else, on a GPU without the counter, from the power samples; nothing where the counter exists
-    but did not move (the log says so)."""
-    from inferbench.measure.energy import TICK_WAIT_S, window_energy
-    from inferbench.measure.telemetry.gpu import energy_from_power_samples
-
-    if telemetry is None:
-        return None, None
-    if start is not None and end is not None:
-        return window_energy(start, end, len(m.latencies_ms), batch_size)
-    if telemetry.energy_mj() is None:  # no counter on this GPU
-        return energy_from_power_samples(m.timed_s, len(m.latencies_ms) * batch_size, power_samples_w)
-    log(f"energy: the GPU's energy counter did not move within {TICK_WAIT_S} s of the window's ends: "
-        "no energy figure for this io mode")
-    return None, None
+                    **columns)
 
 
 # --- memory and the GPU's end state ---------------------------------------------------------
-
-@dataclass(frozen=True)
-class Peaks:
-    """Memory peaks and the GPU's state at the start and the end of the cell's timing."""
-
-    host_rss_peak_mb: float | None
-    gpu_mem_peak_mb: float | None
-    gpu_mem_start_mb: float | None
-    torch_alloc_peak_mb: float | None
-    clock_spinup_s: float | None  # every spin-up of the cell; None without GPU telemetry
-    start: dict  # NVML state when sampling began
-    end: dict  # NVML state after the last io mode
-
 
 def read_peaks(device: str, worker: Worker, telemetry: GpuTelemetry | None, gpu_start: GpuStart) -> Peaks:
     """After the last io mode and before the accuracy check: the fp32 reference model would add
@@ -496,22 +277,6 @@ def read_peaks(device: str, worker: Worker, telemetry: GpuTelemetry | None, gpu_
 
 
 # --- accuracy -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Accuracy:
-    max_abs_err: float
-    mean_abs_err: float
-    top1_agreement: float
-    reference_device: str
-    reference_s: float
-
-
-def compare_logits(out, ref) -> dict:
-    out = out.float().cpu()
-    diff = (out - ref).abs()
-    return {"max_abs_err": float(diff.max()), "mean_abs_err": float(diff.mean()),
-            "top1_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean())}
-
 
 def check_accuracy(spec: CellSpec, loaded: Loaded, inputs: Inputs, reference_cache: str | None) -> Accuracy:
     """Last: the backend's output on buffer 0 against fp32 eager PyTorch on the same input

@@ -1,6 +1,6 @@
 """A cell's shard rows, built in one place from what its phases found.
 
-The phases (inferbench.measure.phases) hand back typed results; CellRows keeps them and writes one
+The phases (inferbench.measure.phases) hand back typed results (inferbench.measure.results); CellRows keeps them and writes one
 row per io mode, with the columns of inferbench.records.schema.SHARD_SCHEMA (not imported here: a
 cell's worker needs no Arrow library to measure). A phase that did not run leaves its columns
 out, so a cell that failed half-way still records what it had measured, and the reason.
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from inferbench.measure.phases import Accuracy, DeviceSetup, IoTiming, Loaded, Peaks, Started, Worker
+from inferbench.measure.accuracy import Accuracy
+from inferbench.measure.results import DeviceSetup, IoTiming, Loaded, Peaks, Started, Worker
 
 
 @dataclass

@@ -13,7 +13,7 @@ import socket
 import time
 from pathlib import Path
 
-from inferbench.backends.base import Skip
+from inferbench.errors import Skip
 
 NO_CUDA = "no CUDA device"
 

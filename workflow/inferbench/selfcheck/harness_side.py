@@ -49,9 +49,10 @@ class LoadedCell:
 
     def __init__(self, config: dict, results: str, cell: dict):
         from inferbench.backends import load_backend
-        from inferbench.measure.phases import (GpuTelemetry, cell_threads, draw_inputs, first_call, load_runner,
+        from inferbench.measure.phases import (TimingContext, cell_threads, draw_inputs, first_call, load_runner,
                                                setup_device, start_telemetry)
-        from inferbench.sweep.config import Cell
+        from inferbench.measure.telemetry.cellgpu import GpuTelemetry
+        from inferbench.sweep.grid import Cell
         from inferbench.sweep.spec import artifact_manifest, cell_spec_for
 
         self.spec = cell_spec_for(config, Cell(**cell))
@@ -72,6 +73,8 @@ class LoadedCell:
         start_telemetry(self.telemetry)
         self.loaded = load_runner(self.spec, backend, options, artifact, threads, self.inputs)
         first_call(self.loaded, self.setup, self.telemetry)
+        self.context = TimingContext(spec=self.spec, loaded=self.loaded, inputs=self.inputs, setup=self.setup,
+                                     telemetry=self.telemetry)
         self.load_s = time.perf_counter() - started
         self.settings = block_settings(self.spec.measurement)
 
@@ -80,11 +83,10 @@ class LoadedCell:
 
         if cpu is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {int(cpu)})
-        timing = time_io_mode("device", self.spec, self.loaded, self.inputs, self.setup, self.settings,
-                              self.telemetry)
+        timing = time_io_mode(self.context, "device", self.settings)
         return {"ips": timing.stats["throughput_ips"], "median_ms": timing.stats["latency_ms_median"],
                 "iters": timing.stats["n_iters"], "host_launch_us": timing.host_launch_us,
-                "enqueue_ms_median": getattr(timing, "enqueue_ms_median", None)}
+                "enqueue_ms_median": timing.enqueue_ms_median}
 
     def close(self) -> None:
         if self.telemetry:

@@ -79,7 +79,7 @@ def bare_spec(row, config: dict, results_dir: Path) -> dict:
     resolved options (CUDA graphs for a variant that replays them, say), the artifact the cell
     loaded (the sweep's own export, or None) and the sweep's time minimums."""
     from inferbench.backends import load_backend
-    from inferbench.sweep.config import Cell, backend_of, measurement_for, options_of
+    from inferbench.sweep.grid import Cell, backend_of, measurement_for, options_of
 
     impl = backend_of(config, row["backend"])
     options = load_backend(impl).parse_options(options_of(config, row["backend"]))
@@ -298,7 +298,7 @@ def paired_result(harness: list[dict], bare: list[dict], cpus: list) -> dict:
 
 
 def measurement_of(config: dict, device: str) -> dict:
-    from inferbench.sweep.config import measurement_for
+    from inferbench.sweep.grid import measurement_for
 
     return measurement_for(config, device)
 
@@ -310,7 +310,7 @@ def check(summary: pd.DataFrame, config: dict, results_dir: Path, env: dict | No
     environment makes visible). rows: filled in as each cell ends (position in the sample -> row),
     so that a caller stopped part way keeps what was measured (table_of). config_path: the
     resolved config the harness side reads (default: written from `config` into a temp file)."""
-    from inferbench.sweep.config import backend_of
+    from inferbench.sweep.grid import backend_of
 
     selected = select_cells(summary)
     env = dict(env or os.environ)

@@ -27,6 +27,10 @@ ENTRY = ("inferbench.__main__",)
 # must not rerun every other backend's jobs; what a job takes from it is its own backend's module,
 # which is an input already.
 REGISTRY = "inferbench.backends"
+# The command line's dispatcher parses the arguments and hands them to the command's module, which
+# is an input itself; it measures and writes nothing, so editing its table of commands or its
+# messages must rerun no job.
+DISPATCHER = "inferbench.cli"
 
 
 @functools.cache
@@ -112,7 +116,7 @@ def _job_code(command: str, backend: str | None) -> tuple[str, ...]:
         raise ValueError(f"no command module {command_module}; commands: {', '.join(commands)}")
     roots = [*ENTRY, command_module] + ([backend_module(backend)] if backend else [])
     files = module_files()
-    return tuple(sorted(str(files[name]) for name in closure(roots) - {REGISTRY}))
+    return tuple(sorted(str(files[name]) for name in closure(roots) - {REGISTRY, DISPATCHER}))
 
 
 def job_code(command: str, backend: str | None = None) -> list[str]:

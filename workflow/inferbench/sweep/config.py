@@ -1,4 +1,4 @@
-"""Load, default and validate a sweep configuration; enumerate its cells.
+"""Load, default and validate a sweep configuration (its cells: inferbench.sweep.grid).
 
 Validation happens before any job starts (the Snakefile calls `load_config`), and
 every problem is reported as one `UserError` naming the key, what was found and what
@@ -12,29 +12,17 @@ import functools
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from inferbench.errors import UserError
+# The grid lives in a module of its own that imports nothing: the cell jobs need it, and must not
+# rerun when validation changes. Imported here too for the callers that validate and expand.
+from inferbench.sweep.grid import AXES, Cell, axis_for, backend_of, cells, io_modes_for, measurement_for, options_of  # noqa: F401
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-AXES = ("backends", "precisions", "resolutions", "batch_sizes", "io_modes")
-
-
-@dataclass(frozen=True, order=True)
-class Cell:
-    """One benchmark job: everything that identifies what is measured, except the io mode
-    (a cell measures each configured io mode and writes one row per mode)."""
-
-    model: str
-    backend: str
-    device: str
-    precision: str
-    resolution: int
-    batch_size: int
 
 
 def load_schema() -> dict:
@@ -110,17 +98,6 @@ def validate_structure(config: dict) -> dict:
     return config
 
 
-def backend_of(config: dict, name: str) -> str:
-    """The backend that the `backends:` entry `name` runs: its `backend:` key, else its own name.
-    The name (a variant's) is what shard paths, rows and reports show; the backend is the code."""
-    return (config["backends"].get(name) or {}).get("backend", name)
-
-
-def options_of(config: dict, name: str) -> dict:
-    """The options of the `backends:` entry `name`, without its `backend:` key."""
-    return {k: v for k, v in (config["backends"].get(name) or {}).items() if k != "backend"}
-
-
 def _variant_problem(config: dict, name: str, known) -> str | None:
     """What is wrong with how the entry `name` names its backend, or None."""
     block = config["backends"][name] or {}
@@ -158,7 +135,7 @@ def validate_semantics(config: dict) -> None:
         try:
             backend = load_backend(backend_of(config, name))
             parsed = backend.parse_options(options_of(config, name))
-            if hasattr(backend, "check_sweep"):
+            if backend.check_sweep:
                 backend.check_sweep(parsed, functools.partial(backend_axis, config, name))
         except UserError as exc:
             problems.append(f"backends.{name}: {exc}")
@@ -278,34 +255,3 @@ def load_config(source: str | Path | dict, semantic: bool = True) -> dict:
 
 def config_sha256(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-
-
-def axis_for(config: dict, device: str, axis: str) -> list:
-    """The values of one grid axis for one device, after its per_device restriction."""
-    restriction = config.get("per_device", {}).get(device, {})
-    values = list(config["backends"]) if axis == "backends" else list(config[axis])
-    if axis in restriction:
-        values = [v for v in values if v in restriction[axis]]
-    return values
-
-
-def measurement_for(config: dict, device: str) -> dict:
-    settings = dict(config["measurement"])
-    settings.update(config.get("per_device", {}).get(device, {}).get("measurement", {}))
-    return settings
-
-
-def io_modes_for(config: dict, device: str) -> list[str]:
-    # On the CPU the input already lives where the model runs: one mode.
-    return axis_for(config, device, "io_modes") if device == "cuda" else ["device"]
-
-
-def cells(config: dict) -> list[Cell]:
-    out = []
-    for device in config["devices"]:
-        for backend in axis_for(config, device, "backends"):
-            for precision in axis_for(config, device, "precisions"):
-                for resolution in axis_for(config, device, "resolutions"):
-                    for batch in axis_for(config, device, "batch_sizes"):
-                        out.append(Cell(config["model"], backend, device, precision, resolution, batch))
-    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from inferbench.sweep.config import Cell, axis_for, backend_of, io_modes_for, measurement_for, options_of
+from inferbench.sweep.grid import Cell, axis_for, backend_of, io_modes_for, measurement_for, options_of
 
 
 def artifact_name(key: dict) -> str:
@@ -92,7 +92,7 @@ def export_options(backend, options) -> dict:
     import dataclasses
 
     values = dataclasses.asdict(options)
-    names = getattr(backend, "EXPORT_OPTIONS", None)
+    names = backend.EXPORT_OPTIONS
     return values if names is None else {k: v for k, v in values.items() if k in names}
 
 
@@ -161,7 +161,7 @@ def export_spec_for(config: dict, variant: str, key: dict) -> ExportSpec:
     # Only an artifact built for a batch range (a TensorRT engine) depends on the batch sizes;
     # for the others, adding a batch size must not redo the export (and rerun every cell).
     batch_sizes = []
-    if getattr(module, "NEEDS_BATCH_RANGE", False):
+    if module.NEEDS_BATCH_RANGE:
         batch_sizes = sorted(axis_for(config, key.get("device", "cuda"), "batch_sizes"))
     options = export_options(module, module.parse_options(options_of(config, variant)))
     return ExportSpec(model=config["model"], weights=config.get("weights"), seed=config["seed"], backend=backend,
@@ -178,7 +178,7 @@ def export_claims_gpu(spec: ExportSpec) -> bool:
     if spec.device != "cuda":
         return False
     module = load_backend(spec.backend)
-    shares = getattr(module, "export_shares_gpu", None)
+    shares = module.export_shares_gpu
     return not (shares and shares(module.parse_options(spec.options)))
 
 
