@@ -26,7 +26,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HELP = "time one cell with the harness and with a bare loop in the same process; print both and the ratio"
@@ -81,50 +80,6 @@ def _artifact(config, cell, backend, options) -> str | None:
     out = str(Path(tempfile.mkdtemp(prefix="inferbench-crosscheck-")) / f"artifact{backend.ARTIFACT_SUFFIX}")
     backend.export(export_spec_for(config, cell.backend, artifact_key_for(config, cell)), options, out)
     return out
-
-
-def bare_torch_loop(fn, x, iters: int, warmup: int = 20) -> list[float]:
-    import torch
-
-    for _ in range(warmup):
-        fn(x)
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(iters):
-        start.record()
-        fn(x)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return times
-
-
-def bare_ort_loop(artifact: str, x, precision: str, iters: int, warmup: int = 20) -> list[float]:
-    """ONNX Runtime on its own, as its documentation shows it: a session with the CUDA provider's
-    defaults, I/O bound to GPU tensors, timed by the wall clock around run + synchronize."""
-    import numpy as np
-    import onnxruntime as ort
-    import torch
-
-    from inferbench.selfcheck.bareloop import onnx_at_input_size
-
-    session = ort.InferenceSession(onnx_at_input_size(artifact, x), providers=["CUDAExecutionProvider"])
-    elem = np.float16 if precision == "fp16" else np.float32
-    out = torch.empty((x.shape[0], session.get_outputs()[0].shape[1]), device="cuda", dtype=x.dtype)
-    binding = session.io_binding()
-    binding.bind_input("input", "cuda", 0, elem, tuple(x.shape), x.data_ptr())
-    binding.bind_output("logits", "cuda", 0, elem, tuple(out.shape), out.data_ptr())
-    for _ in range(warmup):
-        session.run_with_iobinding(binding)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        session.run_with_iobinding(binding)
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return times
 
 
 def cell_to_check(args):
@@ -186,6 +141,8 @@ def run(args) -> int:
             if telemetry:
                 telemetry.stop()
         # still on the cell stream: the bare loop's events bracket the same stream the runner uses
+        from inferbench.selfcheck.inprocess import bare_ort_loop, bare_torch_loop
+
         if spec.impl == "onnxruntime" and options.io_binding:
             bare = bare_ort_loop(artifact, inputs.device[0], args.precision, args.iters)
             bare_kind = "ONNX Runtime session with default provider options, wall clock around run + synchronize"
