@@ -427,7 +427,7 @@ def not_checked(table: pd.DataFrame) -> pd.DataFrame:
     """Rows of cells whose backend has no bare loop: listed, not failed."""
     if table.empty or "note" not in table.columns:
         return table.iloc[0:0]
-    return table[table["note"].fillna("").astype(str) == NOT_CHECKED]
+    return table[table["note"].astype(object).fillna("").astype(str) == NOT_CHECKED]
 
 
 def host_changed(table: pd.DataFrame) -> pd.DataFrame:
