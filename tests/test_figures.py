@@ -31,17 +31,41 @@ def test_resolution_flag_writes_only_that_throughput_figure(tmp_path, summary):
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["384.png"]
 
 
-def test_all_skipped_gives_a_note_figure(tmp_path):
+def drawn(monkeypatch) -> list[dict]:
+    """What each figure saved from now on shows: its words (titles, axis labels, texts) and how many
+    things it plots (lines, markers, images). The files are still written."""
+    seen, real_save = [], figures.save
+
+    def keep(fig, path):
+        words = [fig._suptitle.get_text() if fig._suptitle else ""] + [t.get_text() for t in fig.texts]
+        for ax in fig.axes:
+            words += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()] + [t.get_text() for t in ax.texts]
+        plotted = sum(len(ax.lines) + len(ax.collections) + len(ax.images) for ax in fig.axes)
+        seen.append({"path": path, "words": "\n".join(words), "plotted": plotted})
+        return real_save(fig, path)
+
+    monkeypatch.setattr(figures, "save", keep)
+    return seen
+
+
+def test_all_skipped_gives_a_note_figure(tmp_path, monkeypatch):
     df = synthetic_summary(devices=("cuda",), batch_sizes=(1,), resolutions=(224,))
     df["status"], df["reason"] = "skipped", "no GPU"
-    for path in figures.write_figures(df, tmp_path):
-        assert path.is_file()
+    seen = drawn(monkeypatch)
+    paths = figures.write_figures(df, tmp_path)
+    assert [s["path"] for s in seen] == paths and all(p.is_file() for p in paths)
+    for figure in seen:  # nothing plotted, and a sentence saying why
+        assert figure["plotted"] == 0, figure
+        assert "skipped" in figure["words"] or "needs ok cells" in figure["words"], figure
 
 
-def test_cpu_only_memory_figure_says_host_rss(tmp_path):
+def test_cpu_only_memory_figure_says_host_rss(tmp_path, monkeypatch):
     df = synthetic_summary(devices=("cpu",), batch_sizes=(1, 8), resolutions=(224,))
-    path = figures.plot_gpu_memory(figures.prepared(df), 224, tmp_path / "m.png")
-    assert path.is_file()
+    seen = drawn(monkeypatch)
+    figures.plot_gpu_memory(figures.prepared(df), 224, tmp_path / "m.png")
+    (figure,) = seen
+    assert figure["plotted"] > 0
+    assert "peak host RSS (MB, log scale)" in figure["words"] and "No GPU memory measured" in figure["words"]
 
 
 def test_pareto_front_keeps_only_undominated_points():
