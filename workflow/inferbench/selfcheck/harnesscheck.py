@@ -9,9 +9,8 @@ loop in a quiet process measures, and becomes a finding at the top of the report
 
 Each bare loop is a fresh interpreter, started when its turn comes and measured as soon as it
 has imported its libraries, one at a time (a CPU bare loop, as a GPU one). Not started ahead:
-on an H200, bare loops started ahead in a batch and measured in turn ran pytorch fp16 224 px
-batch 64 at 32,149 and 28,272 images/s in two sweeps, where loops started one at a time run it
-at about 39,500 (docs/method.md, "The harness check").
+loops started ahead in a batch and measured in turn read slower than loops started one at a
+time (docs/method.md, "The harness check", has the figures).
 `started_utc` and `check_s` are each bare loop's process start and its time to its end: the
 sweep's clock (inferbench.reporting.timebudget) reads them.
 """
@@ -36,9 +35,19 @@ COLUMNS = ["backend", "precision", "resolution", "batch_size", "io", "harness_ip
            "device", "gpu_busy_pct", "ips_spread_pct", "harness_host_launch_us", "bare_host_launch_us",
            "harness_host_cpus", "bare_host_cpus", "bare_iters", "note", "started_utc", "check_s"]
 # The reference sweep's cells that docs/benchmarks quote: eager pytorch fp16 at 224 px batch 64, and
-# the same with CUDA graph replay at batch 32, where replay gains the most over eager launches.
-ALWAYS = [{"backend": "pytorch", "precision": "fp16", "device": "cuda", "resolution": 224, "batch_size": 64},
-          {"backend": "pytorch_cudagraphs", "precision": "fp16", "device": "cuda", "resolution": 224, "batch_size": 32}]
+# the same with CUDA graph replay at batch 32, where replay gains the most over eager launches. By
+# the backend a cell runs and its options, not by a variant's name, which each config chooses.
+ALWAYS = [{"backend_impl": "pytorch", "cuda_graphs": False, "precision": "fp16", "device": "cuda", "resolution": 224,
+           "batch_size": 64},
+          {"backend_impl": "pytorch", "cuda_graphs": True, "precision": "fp16", "device": "cuda", "resolution": 224,
+           "batch_size": 32}]
+
+
+def _replays_cuda_graphs(options_json) -> bool:
+    try:
+        return json.loads(options_json).get("cuda_graphs") is True
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 def select_cells(summary: pd.DataFrame) -> pd.DataFrame:
@@ -50,6 +59,9 @@ def select_cells(summary: pd.DataFrame) -> pd.DataFrame:
     # launch-bound first: low GPU busy share; without a reading (CPU), the least work per call
     ok["_order"] = busy.fillna(101.0).astype(float)
     ok["_work"] = ok["batch_size"].astype(int) * ok["resolution"].astype(int) ** 2
+    ok["cuda_graphs"] = ok["backend_options"].map(_replays_cuda_graphs) if "backend_options" in ok.columns else False
+    if "backend_impl" not in ok.columns:
+        ok["backend_impl"] = ok["backend"]
     picked = []
     for _, group in ok.groupby(["device", "backend", "precision"], sort=True):
         picked.append(group.sort_values(["_order", "_work"]).index[0])
@@ -58,7 +70,7 @@ def select_cells(summary: pd.DataFrame) -> pd.DataFrame:
         for key, value in cell.items():
             always = always[always[key] == value]
         picked += list(always.index)
-    return ok.loc[sorted(set(picked))].drop(columns=["_order", "_work"])
+    return ok.loc[sorted(set(picked))].drop(columns=["_order", "_work", "cuda_graphs"])
 
 
 def bare_spec(row, config: dict, results_dir: Path) -> dict:
