@@ -68,6 +68,28 @@ def test_cpu_only_memory_figure_says_host_rss(tmp_path, monkeypatch):
     assert "peak host RSS (MB, log scale)" in figure["words"] and "No GPU memory measured" in figure["words"]
 
 
+def test_throughput_has_a_panel_per_device_io_and_precision_and_stars_only_the_best_cells(tmp_path, monkeypatch):
+    df = figures.prepared(synthetic_summary(resolutions=(224,), io_modes=("device", "host")))
+    ok = figures.ok_cells(df)
+    panels = {}
+
+    def keep(fig, path):
+        for ax in fig.axes:
+            if ax.get_visible():
+                stars = sum(len(c.get_offsets()) for c in ax.collections)
+                panels[ax.get_title()] = {"lines": len(ax.lines), "stars": stars}
+        return path
+
+    monkeypatch.setattr(figures, "save", keep)
+    figures.plot_throughput(df, 224, tmp_path / "224.png")
+    expected = {f"{d} · {p} · io={i}": g for (d, i, p), g in ok.groupby(["device", "io", "precision"])}
+    assert set(panels) == set(expected) and len(panels) > 4
+    for title, cells in expected.items():
+        # one line per backend in the panel, and a star on each of its cells that is the best of its batch
+        assert panels[title] == {"lines": cells["backend"].nunique(), "stars": int(cells["best_in_batch"].sum())}
+    assert sum(p["stars"] for p in panels.values()) == len(ok.groupby(["device", "io", "batch_size"]))
+
+
 def test_pareto_front_keeps_only_undominated_points():
     import numpy as np
     mem = np.array([100.0, 200.0, 150.0, 300.0])
