@@ -249,7 +249,8 @@ def plot_throughput(df: pd.DataFrame, resolution: int, path: Path) -> Path:
     handles["★ best in batch (device, io)"] = Line2D([], [], marker="*", color="gold", markeredgecolor="black",
                                                     linestyle="none", markersize=12)
     fig.suptitle(f"{title} — higher is better")
-    fig.tight_layout()
+    # Room at the top for the title: tight_layout alone lays the first row's titles under it.
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.legend(list(handles.values()), list(handles.keys()), loc="upper left", bbox_to_anchor=(1.0, 0.95),
                fontsize=8, frameon=False, title="backend")
     add_footnote(fig, not_ok_note(cells))
