@@ -41,6 +41,15 @@ def test_each_folder_imports_on_its_own_and_says_what_lives_there(name):
     assert proc.stdout.strip() == "True", f"{name}/__init__.py has no docstring"
 
 
+def test_the_command_table_names_each_command_module_once_and_no_other():
+    from inferbench import cli
+
+    modules = sorted(p.stem for p in (PKG / "commands").glob("*.py") if p.stem != "__init__")
+    assert sorted(cli.COMMANDS.values()) == modules
+    parser = cli.build_parser()  # imports every command module: a broken one is an error here
+    assert parser.parse_args(["validate", "x.yaml"]).command == "validate"
+
+
 def test_no_two_modules_import_each_other():
     graph = codedeps.graph()
     assert "inferbench.process.warm" in graph["inferbench.process.warmpool"]  # a function-level import is seen

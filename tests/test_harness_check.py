@@ -38,6 +38,18 @@ def test_selection_takes_the_most_launch_bound_cell_of_each_kind_and_the_referen
     ])
 
 
+def test_the_cuda_graphs_reference_cell_is_found_by_its_backend_and_options_not_its_name():
+    def graphs(name, batch, busy, cuda_graphs):
+        return dict(_row(name, "fp16", "cuda", 224, batch, busy=busy), backend_impl="pytorch",
+                    backend_options=json.dumps({"cuda_graphs": cuda_graphs}))
+
+    rows = [graphs("replayed", 16, 20, True), graphs("replayed", 32, 90, True), graphs("replayed", 64, 95, True),
+            graphs("eager_again", 32, 10, False)]
+    picked = harnesscheck.select_cells(pd.DataFrame(rows))
+    assert sorted(zip(picked["backend"], picked["batch_size"])) == [("eager_again", 32), ("replayed", 16),
+                                                                    ("replayed", 32)]
+
+
 def test_a_ratio_outside_the_band_is_a_finding_at_the_top_of_the_report():
     check = pd.DataFrame([
         {"backend": "pytorch", "precision": "fp16", "resolution": 224, "batch_size": 64, "io": "device",

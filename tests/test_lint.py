@@ -20,3 +20,9 @@ def test_snakemake_lint_is_clean(tmp_path):
     assert proc.returncode == 0, "snakemake --lint found:\n" + "\n".join(lints) + f"\n\n--- full output ---\n{out[-6000:]}"
     assert "Traceback" not in out
     assert not list(tmp_path.glob("results*")), "linting ran jobs"
+
+
+def test_the_readme_stays_short_enough_to_read():
+    # the front page: what it is, two commands, what you get, how to run and rerun; the rest is in docs/
+    length = len((REPO / "README.md").read_bytes())
+    assert length <= 12_000, f"README.md is {length:,} bytes; move detail to docs/ to bring it to 12,000 or fewer"

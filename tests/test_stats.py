@@ -45,6 +45,14 @@ def test_median_ci_contains_the_median_and_narrows(n):
     assert s["latency_ms_min"] <= s["latency_ms_median_ci95_low"] <= s["latency_ms_median"]
     assert s["latency_ms_median"] <= s["latency_ms_median_ci95_high"] <= s["latency_ms_max"]
     assert s["latency_ms_min"] <= s["latency_ms_median"] <= s["latency_ms_p90"] <= s["latency_ms_p99"] <= s["latency_ms_max"]
+    if n >= 5:  # below that the interval is the whole sample, whatever its size
+        # the same distribution, four times the calls: a narrower interval. Evenly spaced
+        # quantiles of an exponential, so that the comparison is of sizes, not of luck.
+        def width(size: int) -> float:
+            lo, hi = stats.median_ci95(-np.log1p(-(np.arange(size) + 0.5) / size))
+            return hi - lo
+
+        assert 0 < width(4 * n) < width(n)
 
 
 def test_median_ci_coverage_is_about_95_percent():

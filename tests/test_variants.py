@@ -124,13 +124,15 @@ def test_the_harness_check_runs_the_variants_configuration_and_always_checks_cud
            "resolution": 224, "batch_size": 32, "num_threads": 1}
     spec = harnesscheck.bare_spec(row, config, results_dir=None)
     assert spec["backend"] == "pytorch" and spec["options"]["cuda_graphs"] is True and spec["artifact"] is None
-    rows = [dict(row, backend=backend, io="device", status="ok", throughput_ips=1000.0, gpu_busy_pct=busy,
-                 batch_size=batch)
-            for backend in ("pytorch_cudagraphs", "pytorch") for batch, busy in ((32, 99.0), (64, 50.0))]
+    rows = [dict(row, backend=backend, backend_impl="pytorch", backend_options=json.dumps({"cuda_graphs": graphs}),
+                 io="device", status="ok", throughput_ips=1000.0, gpu_busy_pct=busy, batch_size=batch)
+            for backend, graphs in (("pytorch_cudagraphs", True), ("pytorch", False))
+            for batch, busy in ((32, 99.0), (64, 50.0))]
     picked = harnesscheck.select_cells(pd.DataFrame(rows))
-    # the variant: its least busy cell; eager pytorch fp16 224 px: batch 32 and 64 always (launch-bound)
+    # each kind's least busy cell (batch 64), and always: eager pytorch fp16 224 px batch 32 and 64,
+    # CUDA graph replay at batch 32, known by the options the cell ran with
     assert sorted(zip(picked["backend"], picked["batch_size"])) == [
-        ("pytorch", 32), ("pytorch", 64), ("pytorch_cudagraphs", 64)]
+        ("pytorch", 32), ("pytorch", 64), ("pytorch_cudagraphs", 32), ("pytorch_cudagraphs", 64)]
 
 
 def _cell(backend, precision, resolution, ips, spread=1.0, device="cuda", io="device", impl=None):

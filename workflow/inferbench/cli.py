@@ -12,7 +12,6 @@ from inferbench.errors import UserError
 # subcommand name -> module under inferbench.commands
 COMMANDS = {
     "validate": "validate",
-    "cells": "cells",
     "export": "export",
     "exports": "exports",
     "cell": "cell",
@@ -34,12 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"inferbench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(f"inferbench.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"inferbench.commands.{module_name}":
-                continue  # a command not written yet
-            raise
+        module = importlib.import_module(f"inferbench.commands.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

@@ -1,8 +1,10 @@
 """ONNX Runtime: the exported ONNX graph (fp32, or a real fp16 graph) on the CPU or CUDA provider.
 
 On CUDA the input and output are bound to GPU-resident torch tensors (I/O binding), so the
-timed window holds no numpy round trip; ORT runs on PyTorch's current stream, so the harness's
-CUDA events bracket its kernels exactly.
+timed window holds no numpy round trip. ORT runs on its own CUDA stream by default (option
+`cuda_stream`), and each run waits for the cell's stream before it and synchronises the device
+after it, so the harness's CUDA events bracket its kernels; `cuda_stream: cell` runs it on the
+cell's torch stream instead.
 """
 
 from __future__ import annotations

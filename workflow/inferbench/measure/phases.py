@@ -98,8 +98,9 @@ def setup_device(spec: CellSpec, threads: int, telemetry: GpuTelemetry | None, s
         gpu_env = dict(torch_cuda_environment(), **{k: v for k, v in info.items() if k != "cuda_driver_version"})
         gpu_env["gpu_index"] = nvml_index_for_visible_gpu()
         gpu_env["gpu_name"] = gpu_env.get("gpu_name") or torch.cuda.get_device_name(0)
-        # One side stream for the whole cell: every backend (ORT included, see its
-        # user_compute_stream) and every copy runs on it, and the CUDA events are recorded on it.
+        # One side stream for the whole cell: the torch backends and every copy run on it, and the
+        # CUDA events are recorded on it (ORT, on its own stream by default, is synchronised with
+        # it around each run: inferbench.backends.onnxruntime_backend).
         stack.enter_context(torch.cuda.stream(cell_stream()))
     timer = CudaEventTimer() if c.device == "cuda" else PerfCounterTimer()
     return DeviceSetup(device=c.device, dtype=torch_dtype(c.precision), timer=timer, gpu_env=gpu_env)
@@ -109,9 +110,9 @@ def draw_inputs(spec: CellSpec, setup: DeviceSetup) -> Inputs:
     """Random batches drawn from the seed, after the device set-up and before the load.
 
     On the CPU from the CPU generator (identical on every machine). On a GPU from the GPU's
-    generator, then copied to pinned host memory for io=host: four fp32 batches of 64 x 512 px
-    from the CPU generator took ~1.1 s of every such cell on the H200 host. Those values depend on
-    the GPU model and torch release; the accuracy reference is computed from the same batch.
+    generator, then copied to pinned host memory for io=host: the CPU generator took a visible
+    share of every large cell (docs/method.md). Those values depend on the GPU model and torch
+    release; the accuracy reference is computed from the same batch.
     """
     import torch
 

@@ -2,8 +2,8 @@
 
 Every backend of a sweep at one precision and shape is compared with the same fp32 logits of the
 same input, so the first cell that needs them saves them (an atomic write) and the others read
-them. On an H200 (2026-11-29) computing them (building the fp32 model, its first CUDA run) took
-0.5 to 1.4 s of every cell. The file name holds everything the logits depend on; a fingerprint of the input
+them: computing them (building the fp32 model, its first CUDA run) took up to seconds of every
+cell (docs/method.md). The file name holds everything the logits depend on; a fingerprint of the input
 is stored beside them and checked on reading, so a change in how inputs are drawn can never pair
 a batch with another batch's logits.
 """
@@ -42,7 +42,7 @@ def compute(spec, x_host):
     if device == "cuda":
         set_tf32(False)
         # cuDNN's heuristics, not its per-shape search: the yardstick needs fp32 to rounding, not
-        # the fastest algorithm, and the search cost ~1 s per shape on an H200, 2026-11-29 (it also makes the
+        # the fastest algorithm, and the search costs about a second per shape (it also makes the
         # reference the same whichever worker, and whichever backend's settings, computes it)
         torch.backends.cudnn.benchmark = False
     try:

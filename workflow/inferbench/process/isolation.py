@@ -27,8 +27,8 @@ LAUNCHED_AT_ENV = "INFERBENCH_LAUNCHED_AT"
 
 def exit_worker(code: int = 0) -> None:
     """End an isolated worker once its result file is written, skipping the interpreter's
-    teardown: with torch, torchvision and onnxruntime loaded that took 1.6 s per process on a
-    2-core VM (2026-11-28) (every CPU cell and export paid it), and nothing after the atomic write needs it.
+    teardown: with torch, torchvision and onnxruntime loaded it takes seconds per process (every CPU
+    cell and export paid it; docs/method.md), and nothing after the atomic write needs it.
     In a warm worker (inferbench.process.warm) it returns instead: the process serves the next cell."""
     sys.stdout.flush()
     sys.stderr.flush()

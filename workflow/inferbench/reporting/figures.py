@@ -206,25 +206,54 @@ def device_panels_at(df: pd.DataFrame, resolution: int):
     return cells, ok, fig, axes
 
 
+def throughput_grid(ok: pd.DataFrame):
+    """A panel per device, io mode and precision, so that a panel holds one line per backend (a
+    full GPU sweep has some 27 series: one panel of them cannot be followed). A row per device and
+    io mode, sharing its y axis so that precisions compare across it; a column per precision.
+    (fig, {(device, io, precision): axes})."""
+    rows = list(dict.fromkeys(zip(ok["device"], ok["io"])))
+    columns = {row: list(dict.fromkeys(ok[(ok["device"] == row[0]) & (ok["io"] == row[1])]["precision"]))
+               for row in rows}
+    width = max(len(c) for c in columns.values())
+    fig, grid = plt.subplots(len(rows), width, figsize=(4.6 * width, 3.6 * len(rows)), squeeze=False)
+    axes = {}
+    for r, row in enumerate(rows):
+        for c in range(width):
+            if c < len(columns[row]):
+                axes[(*row, columns[row][c])] = grid[r][c]
+                if c:
+                    grid[r][c].sharey(grid[r][0])
+            else:
+                fig.delaxes(grid[r][c])
+    return fig, axes
+
+
 def plot_throughput(df: pd.DataFrame, resolution: int, path: Path) -> Path:
     title = f"Throughput at {resolution} px"
-    cells, ok, fig, axes = device_panels_at(df, resolution)
-    if fig is None:
+    cells = df[df["resolution"] == resolution]
+    ok = ok_cells(cells)
+    if ok.empty:
         return note_figure(path, title, f"no ok cells at {resolution} px\n{not_ok_note(cells)}")
+    fig, axes = throughput_grid(ok)
     handles = {}
-    for device, ax in axes.items():
-        for series, s in ok[ok["device"] == device].groupby("series", sort=False):
+    for (device, io, precision), ax in axes.items():
+        panel = ok[(ok["device"] == device) & (ok["io"] == io) & (ok["precision"] == precision)]
+        for backend, s in panel.groupby("backend", sort=False):
             s = s.sort_values("batch_size")
             (line,) = ax.plot(s["batch_size"], s["throughput_ips"], **series_style(s))
-            handles[series] = line
+            handles.setdefault(backend, Line2D([], [], color=line.get_color(), marker="o", markersize=5))
             best = s[s["best_in_batch"]]
             ax.scatter(best["batch_size"], best["throughput_ips"], s=140, marker="*", color="gold",
                        edgecolor="black", zorder=5)
-        batch_log_panel(ax, ok["batch_size"], "throughput (images/s, log scale)", device)
-    handles["★ best in batch"] = Line2D([], [], marker="*", color="gold", markeredgecolor="black",
-                                        linestyle="none", markersize=12)
+        batch_log_panel(ax, panel["batch_size"], "images/s (log scale)", f"{device} · {precision} · io={io}")
+    handles["★ best in batch (device, io)"] = Line2D([], [], marker="*", color="gold", markeredgecolor="black",
+                                                    linestyle="none", markersize=12)
     fig.suptitle(f"{title} — higher is better")
-    legend_outside(fig, handles, not_ok_note(cells))
+    # Room at the top for the title: tight_layout alone lays the first row's titles under it.
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.legend(list(handles.values()), list(handles.keys()), loc="upper left", bbox_to_anchor=(1.0, 0.95),
+               fontsize=8, frameon=False, title="backend")
+    add_footnote(fig, not_ok_note(cells))
     return save(fig, path)
 
 

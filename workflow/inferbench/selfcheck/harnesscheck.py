@@ -48,10 +48,23 @@ COLUMNS = ["backend", "precision", "resolution", "batch_size", "io", "harness_ip
            "device", "gpu_busy_pct", "ips_spread_pct", "sweep_host_launch_us", "harness_host_launch_us",
            "bare_host_launch_us", "harness_host_cpus", "bare_host_cpus", "bare_iters", "note", "started_utc",
            "check_s"]
-# Checked whenever the grid has them: eager pytorch fp16 at 224 px, batch 32 and 64, the cells that
-# follow the host's speed the most in the reference sweep (docs/method.md).
-ALWAYS = [{"backend": "pytorch", "precision": "fp16", "device": "cuda", "resolution": 224, "batch_size": 32},
-          {"backend": "pytorch", "precision": "fp16", "device": "cuda", "resolution": 224, "batch_size": 64}]
+# Checked whenever the grid has them, by the backend a cell runs and its options, not by a variant's
+# name, which each config chooses: eager pytorch fp16 at 224 px, batch 32 and 64, the cells that
+# follow the host's speed the most in the reference sweep (docs/method.md), and the same with CUDA
+# graph replay at batch 32, where replay gains the most over eager launches.
+ALWAYS = [{"backend_impl": "pytorch", "cuda_graphs": False, "precision": "fp16", "device": "cuda", "resolution": 224,
+           "batch_size": 32},
+          {"backend_impl": "pytorch", "cuda_graphs": False, "precision": "fp16", "device": "cuda", "resolution": 224,
+           "batch_size": 64},
+          {"backend_impl": "pytorch", "cuda_graphs": True, "precision": "fp16", "device": "cuda", "resolution": 224,
+           "batch_size": 32}]
+
+
+def _replays_cuda_graphs(options_json) -> bool:
+    try:
+        return json.loads(options_json).get("cuda_graphs") is True
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 def select_cells(summary: pd.DataFrame) -> pd.DataFrame:
@@ -63,6 +76,9 @@ def select_cells(summary: pd.DataFrame) -> pd.DataFrame:
     # launch-bound first: low GPU busy share; without a reading (CPU), the least work per call
     ok["_order"] = busy.fillna(101.0).astype(float)
     ok["_work"] = ok["batch_size"].astype(int) * ok["resolution"].astype(int) ** 2
+    ok["cuda_graphs"] = ok["backend_options"].map(_replays_cuda_graphs) if "backend_options" in ok.columns else False
+    if "backend_impl" not in ok.columns:
+        ok["backend_impl"] = ok["backend"]
     picked = []
     for _, group in ok.groupby(["device", "backend", "precision"], sort=True):
         picked.append(group.sort_values(["_order", "_work"]).index[0])
@@ -71,7 +87,7 @@ def select_cells(summary: pd.DataFrame) -> pd.DataFrame:
         for key, value in cell.items():
             always = always[always[key] == value]
         picked += list(always.index)
-    return ok.loc[sorted(set(picked))].drop(columns=["_order", "_work"])
+    return ok.loc[sorted(set(picked))].drop(columns=["_order", "_work", "cuda_graphs"])
 
 
 def bare_spec(row, config: dict, results_dir: Path) -> dict:
