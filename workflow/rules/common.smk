@@ -150,6 +150,36 @@ for _cell in CELLS:
     CELL_ARTIFACT[_cell] = _manifest
 
 
+def drop_stale_manifests():
+    """An artifact changed or damaged since its export (a foreign file put in its place, a truncated
+    copy) is exported again: its manifest goes, so the export reruns, and so do the shards of the
+    cells that load it, which cannot tell which file they measured (Snakemake does not remake a
+    missing input of an output that is up to date, so the shards must go for the export to run).
+    Only by a run that may write here: not a dry run (which says what a run would do), not a job's
+    own process, not while another run holds the folder (which refuses this one)."""
+    from inferbench.records.artifactcheck import stale_manifests
+    from inferbench.sweep import runlock
+
+    if not workflow.is_main_process or workflow.touch:
+        return
+    stale = stale_manifests([m for m in EXPORTS if os.path.exists(m)])
+    if not stale or runlock.held_elsewhere(RESULTS):
+        return
+    for _path, _why in stale:
+        if workflow.dryrun:
+            print(f"inferbench: {_why}; a run will export it again", file=sys.stderr)
+        else:
+            _shards = [shard_path(c) for c, m in CELL_ARTIFACT.items() if m == _path and os.path.exists(shard_path(c))]
+            print(f"inferbench: {_why}; exporting it again, and measuring again the {len(_shards)} cell(s) "
+                  "that load it", file=sys.stderr)
+            for _shard in _shards:
+                os.remove(_shard)
+            os.remove(_path)
+
+
+drop_stale_manifests()
+
+
 def export_gpu_tokens(wc):
     """1 for an export that has a GPU to itself (inferbench.sweep.spec.export_claims_gpu), else 0."""
     return 1 if export_claims_gpu(EXPORTS[f"{RESULTS}/artifacts/{wc.model}/{wc.backend}/{wc.artifact}.json"]) else 0

@@ -55,7 +55,7 @@ def read_artifact(path: str) -> dict | None:
     return manifest
 
 
-def quick_verdict(spec, artifact) -> tuple[str, str] | None:
+def quick_verdict(spec, artifact, manifest_path: str = "") -> tuple[str, str] | None:
     """Reasons a cell cannot run that need no torch import: answered in milliseconds."""
     from inferbench.process.devices import cuda_device_count
     from inferbench.sweep.spec import known_skip
@@ -65,6 +65,13 @@ def quick_verdict(spec, artifact) -> tuple[str, str] | None:
         return "skipped", reason
     if artifact is not None and artifact.get("status") != "ok":
         return ("skipped" if artifact.get("status") == "skipped" else "error"), f"export: {artifact.get('reason')}"
+    if artifact is not None:
+        # never measure a file other than the one exported: a foreign model measures fast and wrong
+        from inferbench.records.artifactcheck import problem, remedy
+
+        why = problem(manifest_path, artifact)
+        if why:
+            return "error", f"{why}; {remedy(manifest_path, artifact)}"
     return None
 
 
@@ -97,7 +104,7 @@ def run(args) -> int:
         exit_worker(0)
         return 0  # in a warm worker (inferbench.process.warm), exit_worker returns
 
-    verdict = quick_verdict(spec, artifact)
+    verdict = quick_verdict(spec, artifact, args.artifact)
     if verdict:
         from inferbench.records.shard import write_shard
 

@@ -46,6 +46,7 @@ def run(args) -> int:
     from inferbench.backends import load_backend
     from inferbench.errors import Skip
     from inferbench.measure.timing import process_age_s
+    from inferbench.records.artifactcheck import content_fields
     from inferbench.sweep.spec import ExportSpec
 
     started_at = args.job_started_at or time.time() - process_age_s()
@@ -62,7 +63,7 @@ def run(args) -> int:
         start = time.perf_counter()
         facts = backend.export(spec, options, artifact) or {}
         manifest.update(status="ok", reason="", export_s=time.perf_counter() - start,
-                        artifact_path=Path(artifact).name, artifact_bytes=Path(artifact).stat().st_size, facts=facts)
+                        artifact_path=Path(artifact).name, facts=facts, **content_fields(artifact))
         print(f"[inferbench export] {artifact} in {manifest['export_s']:.2f} s", file=sys.stderr)
     except Skip as exc:
         manifest.update(status="skipped", reason=str(exc))

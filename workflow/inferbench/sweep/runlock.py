@@ -52,6 +52,19 @@ def hold(results_dir: str | Path):
     return f
 
 
+def held_elsewhere(results_dir: str | Path) -> bool:
+    """Whether another process holds the results folder now (without taking it)."""
+    try:
+        with open(lock_path(results_dir), "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # no folder yet, or unwritable: hold() says so
+    return False
+
+
 def holder_info() -> dict:
     return {
         "pid": os.getpid(),
