@@ -30,13 +30,18 @@ MANIFEST = "MANIFEST.json"
 ENVIRONMENT = "environment.json"
 SUMMARY = "summary.parquet"
 
-# What a run's results folder contributes; paths relative to it. Model artifacts
-# (exports, engines) are left out on purpose: large, and rebuilt from the config.
+# What a run's results folder contributes besides its cells' shards and logs; paths relative to
+# it. Model artifacts (exports, engines) are left out on purpose: large, and rebuilt from the config.
 INCLUDED_PATTERNS = [
-    SUMMARY, "**/*.parquet", "shards/**/*", "tables/**/*", "figures/**/*",
-    "logs/**/*", "report.html", "report.md", "config.resolved.yaml", "harness_check.csv",
+    SUMMARY, "tables/**/*", "figures/**/*", "logs/**/*", "report.html", "report.md",
+    "config.resolved.yaml", "harness_check.csv",
 ]
 EXCLUDED_DIRS = {"archive"}
+# A results folder may hold another configuration's files (one results_dir, two configs): what
+# names a cell, a model or a resolution belongs to this run only when its summary has it.
+CELL_FILES = {"shards": ".parquet", "logs/cells": ".log"}
+MODEL_FOLDERS = ("logs/export",)
+PER_RESOLUTION = re.compile(r"(?:tables|figures|logs/tables|logs/figures)/(?:[a-z_]*?)(\d+)(?:\.[a-z]+)+")
 
 ENVIRONMENT_COLUMNS = [name for name, _ in schema.ENVIRONMENT]
 
@@ -61,15 +66,44 @@ def safe_name(text: str) -> str:
 # ---------------------------------------------------------------- collecting
 
 
-def collect_files(results_dir: Path) -> list[Path]:
-    """The result files to archive, relative to results_dir, sorted."""
-    found = set()
+def cell_stems(summary: pd.DataFrame) -> set[str]:
+    """Each cell of the summary as its files name it: model/backend/device/precision/r<px>_b<batch>."""
+    keys = summary[["model", "backend", "device", "precision", "resolution", "batch_size"]].drop_duplicates()
+    return {f"{m}/{b}/{d}/{p}/r{int(r)}_b{int(n)}" for m, b, d, p, r, n in keys.itertuples(index=False)}
+
+
+def _belongs(rel: str, stems: set[str], models: set[str], resolutions: set[str]) -> bool:
+    for folder, suffix in CELL_FILES.items():
+        if rel.startswith(folder + "/"):
+            return rel.endswith(suffix) and rel[len(folder) + 1:-len(suffix)] in stems
+    for folder in MODEL_FOLDERS:
+        if rel.startswith(folder + "/"):
+            return rel[len(folder) + 1:].split("/", 1)[0] in models
+    per_resolution = PER_RESOLUTION.fullmatch(rel)
+    return per_resolution is None or per_resolution.group(1) in resolutions
+
+
+def collect_files(results_dir: Path, summary: pd.DataFrame) -> list[Path]:
+    """The result files of the summary's run, relative to results_dir, sorted: its cells' shards
+    and logs, its models' export logs, its resolutions' tables and figures, and the run-wide files."""
+    stems = cell_stems(summary)
+    models = {str(m) for m in summary["model"].unique()}
+    resolutions = {str(int(r)) for r in summary["resolution"].unique()}
+    found = {Path("shards", stem + ".parquet") for stem in stems if (results_dir / "shards" / f"{stem}.parquet").is_file()}
     for pattern in INCLUDED_PATTERNS:
         for path in results_dir.glob(pattern):
             rel = path.relative_to(results_dir)
-            if path.is_file() and rel.parts[0] not in EXCLUDED_DIRS:
+            if path.is_file() and rel.parts[0] not in EXCLUDED_DIRS and _belongs(rel.as_posix(), stems, models, resolutions):
                 found.add(rel)
     return sorted(found, key=lambda p: p.as_posix())
+
+
+def foreign_shards(results_dir, summary: pd.DataFrame) -> list[str]:
+    """Shards in results_dir of cells that the summary does not hold: another configuration's."""
+    shards = Path(results_dir) / "shards"
+    stems = cell_stems(summary)
+    return sorted(p.relative_to(results_dir).as_posix() for p in shards.rglob("*.parquet")
+                  if p.relative_to(shards).as_posix()[:-len(".parquet")] not in stems)
 
 
 def environment_document(summary: pd.DataFrame) -> dict:
@@ -104,19 +138,23 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def read_summary(results_dir) -> pd.DataFrame:
+    summary_path = Path(results_dir) / SUMMARY
+    if not summary_path.is_file():
+        raise UserError(f"{summary_path} not found: archive needs a results folder with {SUMMARY}")
+    return pd.read_parquet(summary_path)
+
+
 def write_archive(results_dir, out_path, run_id: str | None = None) -> tuple[Path, dict]:
     """Packs results_dir into out_path; returns the path and the manifest."""
     results_dir = Path(results_dir)
-    summary_path = results_dir / SUMMARY
-    if not summary_path.is_file():
-        raise UserError(f"{summary_path} not found: archive needs a results folder with {SUMMARY}")
-    summary = pd.read_parquet(summary_path)
+    summary = read_summary(results_dir)
     run_id = safe_name(run_id) if run_id else run_id_of(summary)
     out_text = str(out_path).replace("{run_id}", run_id)
     out_path = Path(out_text)
     if out_path.is_dir() or out_text.endswith(("/", "\\")):
         out_path = out_path / f"inferbench-{run_id}.tar.gz"
-    contents = {p.as_posix(): (results_dir / p).read_bytes() for p in collect_files(results_dir)}
+    contents = {p.as_posix(): (results_dir / p).read_bytes() for p in collect_files(results_dir, summary)}
     contents[ENVIRONMENT] = json.dumps(environment_document(summary), indent=1, sort_keys=True).encode()
     manifest = manifest_document(run_id, contents)
     top = f"inferbench-{run_id}"
