@@ -4,6 +4,7 @@ import io
 import json
 import tarfile
 
+import pandas as pd
 import pytest
 
 from inferbench import cli
@@ -18,11 +19,19 @@ def results(tmp_path):
     (d / "figures").mkdir()
     df = synthetic_summary(batch_sizes=(1,), resolutions=(224,))
     write_summary(df, d / "summary.parquet")
-    write_summary(df.iloc[:5], d / "shards" / "part-0.parquet")
+    for _, row in df.iloc[:5].iterrows():  # shards where the workflow writes them, one per cell
+        shard = d / "shards" / _stem(row.model, row.backend, row.device, row.precision, row.resolution,
+                                     row.batch_size)
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        write_summary(df.iloc[[_]], shard.with_suffix(".parquet"))
     (d / "figures" / "224.png").write_bytes(b"\x89PNG fake")
     (d / "report.md").write_text("# report\n")
     (d / "config.resolved.yaml").write_text("seed: 0\n")
     return d
+
+
+def _stem(model, backend, device, precision, resolution, batch) -> str:
+    return f"{model}/{backend}/{device}/{precision}/r{resolution}_b{batch}"
 
 
 def _rewrite(src, dst, change):
@@ -44,7 +53,8 @@ def test_archive_contents_and_default_name(results, capsys):
     assert cli.main(["archive", "--results", str(results), "--out", str(results / "archive") + "/"]) == 0
     path = results / "archive" / "inferbench-run-a.tar.gz"
     members = archive.read_members(path)
-    assert {"MANIFEST.json", "environment.json", "summary.parquet", "shards/part-0.parquet", "figures/224.png",
+    first = _stem("resnet50", "pytorch", "cuda", "fp32", 224, 1)
+    assert {"MANIFEST.json", "environment.json", "summary.parquet", f"shards/{first}.parquet", "figures/224.png",
             "report.md", "config.resolved.yaml"} <= set(members)
     env = json.loads(members["environment.json"])
     assert env["common"]["torch_version"] == "2.11.0+cu130"
@@ -92,3 +102,32 @@ def test_verify_rejects_non_archive(tmp_path, capsys):
     (tmp_path / "x.tar.gz").write_bytes(b"not a tar")
     assert cli.main(["verify", str(tmp_path / "x.tar.gz")]) == 2
     assert "not a readable" in capsys.readouterr().err
+
+
+def test_an_archive_holds_its_own_run_only(results, tmp_path, capsys):
+    """Two configurations in one results folder: the second run's files (shards, cell and export
+    logs, tables and figures of its resolution) stay out of the first one's archive, and the
+    archive's output names the other shards."""
+    summary = pd.read_parquet(results / "summary.parquet")
+    other = summary.iloc[:2].assign(model="resnet18", resolution=96)
+    other_files = []
+    for _, row in other.iterrows():
+        stem = _stem(row.model, row.backend, row.device, row.precision, row.resolution, row.batch_size)
+        other_files += [f"shards/{stem}.parquet", f"logs/cells/{stem}.log"]
+    other_files += ["logs/export/resnet18/onnxruntime/precision-fp32.log", "tables/96.md", "figures/latency_96.png"]
+    for rel in other_files:
+        (results / rel).parent.mkdir(parents=True, exist_ok=True)
+        (results / rel).write_bytes(b"another configuration's")
+    own_log = results / "logs" / "cells" / (_stem("resnet50", "pytorch", "cuda", "fp32", 224, 1) + ".log")
+    own_log.parent.mkdir(parents=True, exist_ok=True)
+    own_log.write_text("measured\n")
+    capsys.readouterr()
+    assert cli.main(["archive", "--results", str(results), "--out", str(tmp_path / "a.tar.gz")]) == 0
+    members = set(archive.read_members(tmp_path / "a.tar.gz"))
+    assert not members & set(other_files), sorted(members & set(other_files))
+    own_shards = {f"shards/{s}.parquet" for s in archive.cell_stems(summary) if (results / f"shards/{s}.parquet").exists()}
+    assert len(own_shards) == 5 and {m for m in members if m.startswith("shards/")} == own_shards
+    assert own_log.relative_to(results).as_posix() in members
+    err = capsys.readouterr().err
+    assert "warning" in err and "2 shard(s)" in err
+    assert all(rel in err for rel in other_files if rel.startswith("shards/"))

@@ -187,6 +187,107 @@ def test_the_untouched_archive_still_verifies(good_archive, capsys):
     assert rc == 0, out
 
 
+def _verify_in_process(path: Path, limit_code: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
+    """`inferbench verify` in a fresh process, after `limit_code` (say, a memory limit) has run."""
+    code = f"import sys, resource; from inferbench import cli; {limit_code}; sys.exit(cli.main(['verify', {str(path)!r}]))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+
+
+BOMB_BYTES = 2 << 30  # of zeros, in a file of a few MB
+ZEROS_CHUNK = 64 << 20
+
+
+def _gzip_bomb(good: Path, dst: Path) -> Path:
+    """The good archive with report.md replaced by BOMB_BYTES of zeros (its manifest, first, still
+    says the small size): a tar stream whose zeros are one precompressed gzip member repeated, as
+    `cat` of gzip files makes."""
+    import gzip
+
+    with tarfile.open(good) as tin:
+        members = [(info, tin.extractfile(info).read()) for info in tin.getmembers()]
+    head = io.BytesIO()
+    with tarfile.open(fileobj=head, mode="w", format=tarfile.PAX_FORMAT) as tout:
+        for info, data in members:
+            if not info.name.endswith("report.md"):
+                tout.addfile(info, io.BytesIO(data))
+        bomb = tarfile.TarInfo(f"{members[0][0].name.split('/')[0]}/report.md")
+        bomb.size = BOMB_BYTES
+        tout.fileobj.write(bomb.tobuf(tarfile.PAX_FORMAT))
+        head_bytes = head.getvalue()  # written up to the bomb's header; its zeros follow
+        tout.fileobj = io.BytesIO()  # the closing blocks go nowhere: the zeros end the stream
+    zeros = gzip.compress(bytes(ZEROS_CHUNK), compresslevel=1)
+    with open(dst, "wb") as out:
+        out.write(gzip.compress(head_bytes))
+        for _ in range(BOMB_BYTES // ZEROS_CHUNK + 1):  # + 1: the tar's end blocks, zeros too
+            out.write(zeros)
+    return dst
+
+
+def test_verify_refuses_a_gzip_bomb_unread_under_a_memory_limit(good_archive, tmp_path):
+    """A member that claims more than its manifest entry is refused before it is read: under a
+    memory limit far below its size, verify names it (exit 1, no traceback), quickly."""
+    bomb = _gzip_bomb(good_archive, tmp_path / "bomb.tar.gz")
+    assert bomb.stat().st_size < 16 << 20
+    limit = "resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, resource.RLIM_INFINITY))"
+    start = time.monotonic()
+    proc = _verify_in_process(bomb, limit)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "changed: report.md" in proc.stdout, proc.stdout + proc.stderr
+    assert "refused unread" in proc.stdout
+    assert time.monotonic() - start < 30
+
+
+def test_verify_out_of_memory_is_its_own_exit_code(good_archive, tmp_path):
+    """A real MemoryError while reading (a 48 MB manifest under a limit just above what the process
+    already maps): one message and exit 3, not the exit of a failed verification."""
+    big = tmp_path / "big.tar.gz"
+    with tarfile.open(good_archive) as tin, tarfile.open(big, "w:gz") as tout:
+        for info in tin.getmembers():
+            data = tin.extractfile(info).read()
+            if info.name.endswith("MANIFEST.json"):
+                data = data.rstrip(b"}") + b',"pad": "' + b" " * (48 << 20) + b'"}'
+            info.size = len(data)
+            tout.addfile(info, io.BytesIO(data))
+    limit = ("import inferbench.records.archive, inferbench.commands.verify; "  # mapped before the limit
+             "vm = int(next(l for l in open('/proc/self/status') if l.startswith('VmSize')).split()[1]) * 1024; "
+             "resource.setrlimit(resource.RLIMIT_AS, (vm + (40 << 20), resource.RLIM_INFINITY))")
+    proc = _verify_in_process(big, limit)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "out of memory" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def _unpack(path: Path, dest: Path) -> Path:
+    dest.mkdir()
+    subprocess.run(["tar", "-xzf", str(path), "-C", str(dest)], check=True)
+    return dest
+
+
+@pytest.mark.parametrize("how", ["top folder", "dot"])
+def test_verify_accepts_a_plain_tar_repack_and_names_a_changed_file(good_archive, tmp_path, capsys, how):
+    """Unpacked and packed again with plain tar (folder members; a leading ./): untouched, it
+    verifies; with one file changed, that file is named."""
+    unpacked = _unpack(good_archive, tmp_path / "unpacked")
+    # `tar -czf x -C dir inferbench-r1` writes folder members; `tar -czf x .` (in dir) a leading ./
+    what = ["inferbench-r1"] if how == "top folder" else ["."]
+    repacked = tmp_path / "repacked.tar.gz"
+    subprocess.run(["tar", "-czf", str(repacked), "-C", str(unpacked), *what], check=True)
+    listing = subprocess.run(["tar", "-tzf", str(repacked)], capture_output=True, text=True, check=True).stdout
+    assert ("inferbench-r1/\n" in listing) if how == "top folder" else listing.startswith("./")
+    rc, out = _verify(repacked, capsys)
+    assert rc == 0, out
+    report = unpacked / "inferbench-r1" / "report.md"
+    report.write_text(report.read_text().upper())  # same size, other bytes
+    subprocess.run(["tar", "-czf", str(repacked), "-C", str(unpacked), *what], check=True)
+    rc, out = _verify(repacked, capsys)
+    assert rc == 1 and "changed: report.md" in out, out
+
+
+def test_verify_refuses_a_parent_folder_member_in_a_repack(good_archive, tmp_path, capsys):
+    evil = tarfile.TarInfo("./inferbench-r1/../../evil.txt")
+    rc, out = _verify(_craft(good_archive, tmp_path / "evil.tar.gz", extra=evil), capsys)
+    assert rc == 2 and "unsafe" in out and "evil.txt" in out, out
+
+
 # ------------------------------------------------------------------ compare: the regression gate
 
 

@@ -10,3 +10,9 @@ class Skip(Exception):
     """The cell cannot run here (missing library, unsupported combination): recorded as `skipped`.
     Here, at the bottom, so that what raises it (a device check, a backend) and what records it
     (the cell runner) need not import each other."""
+
+
+# How allocation failures read, on the GPU and on the CPU: torch's "CUDA out of memory", ONNX
+# Runtime's "Failed to allocate memory", torch's CPU "DefaultCPUAllocator: can't allocate memory",
+# and the C library's ENOMEM ("Cannot allocate memory"). Lower case.
+OOM_PHRASES = ("out of memory", "failed to allocate memory", "can't allocate memory", "cannot allocate memory")

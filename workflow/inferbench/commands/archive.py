@@ -14,8 +14,15 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     from inferbench.records import archive
 
     path, manifest = archive.write_archive(args.results, args.out, args.run_id)
+    foreign = archive.foreign_shards(args.results, archive.read_summary(args.results))
+    if foreign:
+        # left out of the archive; said aloud, since a shared results folder is easy to miss
+        print(f"warning: {args.results} also holds {len(foreign)} shard(s) of cells that are not in this run's "
+              f"summary (another configuration's?); they are not archived: {', '.join(foreign)}", file=sys.stderr)
     print(f"{path}: {len(manifest['files'])} files + {archive.MANIFEST}, run {manifest['run_id']}")
     return 0

@@ -21,7 +21,7 @@ import traceback
 
 from inferbench.backends import load_backend
 from inferbench.backends.base import options_json
-from inferbench.errors import Skip
+from inferbench.errors import OOM_PHRASES, Skip
 from inferbench.measure.celllog import log
 from inferbench.measure.phases import (TimingContext, begin_worker, check_accuracy, draw_inputs, first_call, load_runner,
                                        read_peaks, setup_device, start_telemetry, time_io_mode, worker_started)
@@ -32,8 +32,10 @@ from inferbench.sweep.spec import CellSpec
 
 
 def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
     text = f"{type(exc).__name__}: {exc}".lower()
-    return "outofmemory" in text.replace(" ", "") or "out of memory" in text or "failed to allocate memory" in text
+    return "outofmemory" in text.replace(" ", "") or any(phrase in text for phrase in OOM_PHRASES)
 
 
 def describe(exc: BaseException) -> str:

@@ -8,6 +8,8 @@ import collections
 import signal as signals
 from dataclasses import dataclass
 
+from inferbench.errors import OOM_PHRASES
+
 # Signals by which someone outside ended the worker (a person, a scheduler, the machine shutting
 # down): nothing about the cell itself. SIGKILL counts only without evidence of an OOM kill.
 STOPPED_FROM_OUTSIDE = frozenset({signals.SIGKILL, signals.SIGTERM, signals.SIGINT, signals.SIGHUP})
@@ -63,7 +65,9 @@ class ChildResult:
     def printed_out_of_memory(self) -> bool:
         """It exited on its own after printing an allocation failure (a CUDA or host allocator's
         error that escaped the cell): its own output is the only evidence there is."""
-        return bool(self.returncode) and any("out of memory" in line.lower() for line in self._described_tail())
+        return bool(self.returncode) and any(
+            "memoryerror" in line.lower() or any(phrase in line.lower() for phrase in OOM_PHRASES)
+            for line in self._described_tail())
 
     @property
     def failure_status(self) -> str:
