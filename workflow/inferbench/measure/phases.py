@@ -96,7 +96,10 @@ def setup_device(spec: CellSpec, threads: int, telemetry: GpuTelemetry | None, s
 
         info = telemetry.info() if telemetry else {}
         gpu_env = dict(torch_cuda_environment(), **{k: v for k, v in info.items() if k != "cuda_driver_version"})
-        gpu_env["gpu_index"] = nvml_index_for_visible_gpu()
+        # gpu_uuid and gpu_index from NVML: which GPU of the host the cell ran on, whatever
+        # CUDA_VISIBLE_DEVICES calls it (the per-GPU busy spans of the report group by them)
+        if gpu_env.get("gpu_index") is None:
+            gpu_env["gpu_index"] = nvml_index_for_visible_gpu()
         gpu_env["gpu_name"] = gpu_env.get("gpu_name") or torch.cuda.get_device_name(0)
         # One side stream for the whole cell: every backend (ORT included, see its
         # user_compute_stream) and every copy runs on it, and the CUDA events are recorded on it.
