@@ -32,6 +32,7 @@ from inferbench.backends.base import LoadContext, options_json, torch_dtype
 from inferbench.errors import Skip
 from inferbench.measure.accuracy import Accuracy, compare_logits
 from inferbench.measure.celllog import log
+from inferbench.measure.compileguard import compile_guard_for
 from inferbench.measure.results import DeviceSetup, GpuStart, Inputs, IoTiming, Loaded, Peaks, Started, Worker
 from inferbench.measure.telemetry.cellgpu import GpuTelemetry, nvml_index_for_visible_gpu
 from inferbench.measure.timing import CudaEventTimer, PerfCounterTimer, Settings
@@ -155,7 +156,8 @@ def load_runner(spec: CellSpec, backend, options, artifact_path: str | None, thr
     c = spec.cell
     t0 = time.perf_counter()
     runner = backend.load(LoadContext(cell=c, options=options, artifact_path=artifact_path,
-                                      threads=threads, build_model=lambda: _build(spec)))
+                                      threads=threads, build_model=lambda: _build(spec),
+                                      compile_work=lambda: compile_guard_for(c.device)))
     load_s = time.perf_counter() - t0
     facts = dict(json.loads(options_json(options)), **runner.facts)
     log(f"loaded in {load_s:.2f} s" + (f" (compile {runner.compile_s:.2f} s)" if runner.compile_s else ""))
