@@ -83,6 +83,7 @@ class CompileGuard(CompileWork):
         self.reniced: set[int] = set()  # processes below this one whose threads were reniced
         self._original: dict[int, set[int]] = {}  # this process's threads: their CPUs before
         self._applied: dict[int, frozenset[int]] = {}  # each thread: the CPUs it was last given
+        self.poll_errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -92,7 +93,7 @@ class CompileGuard(CompileWork):
         self._caller = threading.get_native_id()
         self._allowed = set(os.sched_getaffinity(0))
         self._threads_before = set(_tasks(os.getpid())) - {self._caller}
-        self.poll()  # before the first compile work: the sidecar starts from a thread already set
+        self._poll_safely()  # before the first compile work: the sidecar starts from a thread already set
         self._thread = threading.Thread(target=self._run, name="inferbench-compile-guard", daemon=True)
         self._thread.start()
         return self
@@ -109,7 +110,15 @@ class CompileGuard(CompileWork):
     def _run(self) -> None:
         self._threads_before.add(threading.get_native_id())  # the guard's own thread is no compile work
         while not self._stop.wait(self.poll_s):
+            self._poll_safely()
+
+    def _poll_safely(self) -> None:
+        # A guard that cannot look (a process gone between two reads, /proc unreadable) leaves
+        # compile work as it is for that poll; it never fails the cell it guards.
+        try:
             self.poll()
+        except (OSError, ValueError) as exc:
+            self.poll_errors.append(f"{type(exc).__name__}: {exc}")
 
     def poll(self) -> None:
         """Once: the CPUs held elsewhere now, taken out of every compile thread's CPUs."""
@@ -138,7 +147,8 @@ class CompileGuard(CompileWork):
             return {"compile_guard": "off"}
         return {"compile_guard": "on", "compile_nice": self.nice, "compile_cpus_withheld": sorted(self.withheld),
                 "compile_cpus_fewest": self.fewest_cpus, "compile_processes": len(self.reniced),
-                "compile_autogroup": autogroup_enabled()}
+                "compile_autogroup": autogroup_enabled(),
+                **({"compile_guard_errors": self.poll_errors[:3]} if self.poll_errors else {})}
 
 
 def descendants(pid: int) -> list[int]:
