@@ -109,8 +109,9 @@ def test_cpu_cells_are_ok_with_sane_numbers(run, summary):
         assert measurement["stopped_by"] in ("min_reached", "max_iters", "max_time")
         assert measurement["min_iters"] == min_iters
         json.loads(r["backend_options"])
-        # no GPU figures on a cpu cell
+        # no GPU figures on a cpu cell, and no GPU named
         assert r["gpu_mem_peak_mb"] is None or r["gpu_mem_peak_mb"] != r["gpu_mem_peak_mb"]
+        assert r["gpu_uuid"] is None and pd.isna(r["gpu_index"])
     # exported backends record their export time, eager pytorch has none
     assert (cpu[cpu["backend"] != "pytorch"]["export_s"] > 0).all()
     assert cpu[cpu["backend"] == "pytorch"]["export_s"].isna().all()

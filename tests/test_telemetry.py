@@ -144,3 +144,51 @@ def test_the_host_rss_peak_can_restart(tmp_path):
     if not host.reset_rss_peak():
         pytest.skip("this kernel refuses /proc/self/clear_refs")
     assert host.rss_peak_mb() < before - 150
+
+
+class FakeNvml:
+    """pynvml for two GPUs, enough for NvmlReader's identity readings."""
+
+    class NVMLError(Exception):
+        pass
+
+    UUIDS = ["GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-1111-1111-1111-111111111111"]
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        return self.UUIDS.index(uuid)
+
+    def nvmlDeviceGetUUID(self, handle):
+        return self.UUIDS[handle]
+
+    def nvmlDeviceGetIndex(self, handle):
+        return handle
+
+    def nvmlDeviceGetName(self, handle):
+        return "NVIDIA H100"
+
+    def nvmlSystemGetDriverVersion(self):
+        return "580.00"
+
+    def nvmlSystemGetCudaDriverVersion(self):
+        return 13000
+
+
+@pytest.mark.parametrize("visible", ["1", "GPU-bbbbbbbb-1111-1111-1111-111111111111", "1,0"])
+def test_the_cell_records_the_uuid_and_index_of_the_gpu_it_was_given(monkeypatch, visible):
+    """Whether CUDA_VISIBLE_DEVICES names the GPU by index or by UUID, the row's gpu_uuid and
+    gpu_index are that GPU's, not the host's first."""
+    import sys
+
+    from inferbench.measure.telemetry.cellgpu import GpuTelemetry
+
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setattr(gpu, "GpuSampler", lambda reader: None)
+    info = GpuTelemetry().info()
+    assert (info["gpu_uuid"], info["gpu_index"]) == (FakeNvml.UUIDS[1], 1)

@@ -84,3 +84,60 @@ def test_the_sweep_clock_runs_from_the_first_export_to_the_last_bare_loop():
     assert "The sweep's clock" in text and "about 105 s" in text and "35 s of it outside the cells' span" in text
     # the cells alone: no clock beyond their span
     assert timebudget.sweep_clock(summary()) is None
+
+
+def two_gpu_summary():
+    """Four GPU cells on two GPUs of one host, one CPU cell, and a cell skipped before any GPU."""
+    def on(gpu, uuid, start, wall, wait=1.0, backend="pytorch", batch=8):
+        return [dict(r, hostname="h1", gpu_index=gpu, gpu_uuid=uuid, gpu_wait_s=wait, job_wall_s=wall)
+                for r in cell_rows(backend, batch=batch, start=start)]
+    rows = (on(0, "GPU-aaaaaaaa-0000", "2026-11-28T10:00:00+00:00", 21.0)            # held 10:00:00-10:00:20
+            + on(0, "GPU-aaaaaaaa-0000", "2026-11-28T10:00:30+00:00", 31.0, batch=16)  # held 10:00:30-10:01:00
+            + on(1, "GPU-bbbbbbbb-1111", "2026-11-28T10:00:02+00:00", 11.0, backend="torch_compile")
+            + on(1, "GPU-bbbbbbbb-1111", "2026-11-28T10:00:20+00:00", 6.0, wait=0.0, backend="onnxruntime"))
+    rows += [dict(r, hostname="h1", gpu_index=None, gpu_uuid=None) for r in cell_rows("pytorch", device="cpu")]
+    rows += [dict(r, hostname="h1", gpu_index=None, gpu_uuid=None, status="skipped")
+             for r in cell_rows("tensorrt", start="2026-11-28T09:00:00+00:00")]
+    return pd.DataFrame(rows)
+
+
+def test_each_gpu_has_its_busy_span_held_seconds_and_idle_share():
+    check = pd.DataFrame({"started_utc": ["2026-11-28T10:01:05+00:00", "2026-11-28T10:01:06+00:00"],
+                          "check_s": [10.0, 19.0]})
+    spans = timebudget.gpu_spans(two_gpu_summary(), check)
+    gpus = spans[spans["part"] == "cells"]
+    assert list(gpus["gpu_uuid"]) == ["GPU-aaaaaaaa-0000", "GPU-bbbbbbbb-1111"]
+    first, second = gpus.iloc[0], gpus.iloc[1]
+    # GPU 0: 10:00:00 to 10:01:00, held 20 + 30 s of 60: idle 1/6
+    assert (first["cells"], first["span_s"], first["held_s"]) == (2, 60.0, 50.0)
+    assert first["idle_pct"] == pytest.approx(100 / 6)
+    assert first["first_start_utc"].startswith("2026-11-28T10:00:00") and first["last_end_utc"].startswith("2026-11-28T10:01:00")
+    # GPU 1: 10:00:02 to 10:00:26, held 10 + 6 s of 24
+    assert (second["gpu_index"], second["span_s"], second["held_s"]) == (1, 24.0, 16.0)
+    assert second["idle_pct"] == pytest.approx(100 / 3)
+    # the harness check: 10:01:05 to 10:01:25, 29 s of loops
+    harness = spans[spans["part"] == "harness check"].iloc[0]
+    assert (harness["span_s"], harness["held_s"], harness["cells"]) == (20.0, 29.0, 2)
+    item = findings.gpu_busy_spans(two_gpu_summary(), check)
+    text = " ".join(item.sentences)
+    assert "GPU 0 (GPU-aaaaaaaa…) on h1 60 s, its 2 cells holding it 50 s (idle 17%)" in text
+    assert "GPU 1 (GPU-bbbbbbbb…) on h1 24 s, its 2 cells holding it 16 s (idle 33%)" in text
+    assert "started their first cells within 2 s of each other and ended their last within 34 s" in text
+    assert "The harness check: 20 s" in text
+    assert len(item.table) == 3
+
+
+def test_gpus_without_a_uuid_are_told_apart_by_host_and_index():
+    df = two_gpu_summary()
+    df["gpu_uuid"] = None
+    df.loc[df["gpu_index"] == 1, "hostname"] = "h2"
+    df.loc[df["gpu_index"] == 1, "gpu_index"] = 0  # index 0 of another host
+    spans = timebudget.gpu_spans(df)
+    assert list(zip(spans["host"], spans["gpu_index"], spans["cells"])) == [("h1", 0, 2), ("h2", 0, 2)]
+
+
+def test_no_gpu_span_without_gpu_cells_or_before_the_columns():
+    cpu = two_gpu_summary()
+    cpu = cpu[cpu["device"] == "cpu"]
+    assert findings.gpu_busy_spans(cpu) is None
+    assert findings.gpu_busy_spans(summary()) is None  # shards that name no GPU

@@ -52,6 +52,21 @@ def options_json(options) -> str:
     return json.dumps(dataclasses.asdict(options), sort_keys=True)
 
 
+class CompileWork:
+    """How a backend runs its compilation: `with ctx.compile_work() as work:` around it, then
+    `runner.facts.update(work.facts())`. This one changes nothing; a cell measured beside others
+    gets one that keeps the compilation off their CPUs (inferbench.measure.compileguard)."""
+
+    def __enter__(self) -> "CompileWork":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def facts(self) -> dict:
+        return {}
+
+
 @dataclass
 class LoadContext:
     """Everything a backend needs to get ready to run one cell."""
@@ -61,6 +76,7 @@ class LoadContext:
     artifact_path: str | None
     threads: int
     build_model: Callable[[], Any]  # fp32 torch.nn.Module on the CPU, eval mode, weights loaded
+    compile_work: Callable[[], CompileWork] = CompileWork  # see CompileWork
 
 
 @dataclass

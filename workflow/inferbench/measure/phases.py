@@ -32,6 +32,7 @@ from inferbench.backends.base import LoadContext, options_json, torch_dtype
 from inferbench.errors import Skip
 from inferbench.measure.accuracy import Accuracy, compare_logits
 from inferbench.measure.celllog import log
+from inferbench.measure.compileguard import compile_guard_for
 from inferbench.measure.results import DeviceSetup, GpuStart, Inputs, IoTiming, Loaded, Peaks, Started, Worker
 from inferbench.measure.telemetry.cellgpu import GpuTelemetry, nvml_index_for_visible_gpu
 from inferbench.measure.timing import CudaEventTimer, PerfCounterTimer, Settings
@@ -96,7 +97,10 @@ def setup_device(spec: CellSpec, threads: int, telemetry: GpuTelemetry | None, s
 
         info = telemetry.info() if telemetry else {}
         gpu_env = dict(torch_cuda_environment(), **{k: v for k, v in info.items() if k != "cuda_driver_version"})
-        gpu_env["gpu_index"] = nvml_index_for_visible_gpu()
+        # gpu_uuid and gpu_index from NVML: which GPU of the host the cell ran on, whatever
+        # CUDA_VISIBLE_DEVICES calls it (the per-GPU busy spans of the report group by them)
+        if gpu_env.get("gpu_index") is None:
+            gpu_env["gpu_index"] = nvml_index_for_visible_gpu()
         gpu_env["gpu_name"] = gpu_env.get("gpu_name") or torch.cuda.get_device_name(0)
         # One side stream for the whole cell: the torch backends and every copy run on it, and the
         # CUDA events are recorded on it (ORT, on its own stream by default, is synchronised with
@@ -153,7 +157,8 @@ def load_runner(spec: CellSpec, backend, options, artifact_path: str | None, thr
     c = spec.cell
     t0 = time.perf_counter()
     runner = backend.load(LoadContext(cell=c, options=options, artifact_path=artifact_path,
-                                      threads=threads, build_model=lambda: _build(spec)))
+                                      threads=threads, build_model=lambda: _build(spec),
+                                      compile_work=lambda: compile_guard_for(c.device)))
     load_s = time.perf_counter() - t0
     facts = dict(json.loads(options_json(options)), **runner.facts)
     log(f"loaded in {load_s:.2f} s" + (f" (compile {runner.compile_s:.2f} s)" if runner.compile_s else ""))

@@ -135,6 +135,8 @@ ENVIRONMENT = [
     ("config_sha256", pa.string()),
     ("container_image", pa.string()),
     ("gpu_name", pa.string()),
+    # The GPU the cell ran on: NVML's UUID (one GPU across hosts and runs: the report's per-GPU busy
+    # spans group by it) and its NVML index on its host. Null on the CPU.
     ("gpu_uuid", pa.string()),
     ("gpu_index", pa.int32()),
     ("driver_version", pa.string()),

@@ -436,8 +436,18 @@ def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRE
         check_section,
         failures_by_reason(df),
         time_budget(summary, exports, check),
+        gpu_busy_spans(summary, check),
     ]
     return [f for f in items if f is not None]
+
+
+def gpu_busy_spans(summary: pd.DataFrame, check: pd.DataFrame | None = None) -> Finding | None:
+    """Where the time went, per GPU: None where no cell names the GPU it ran on."""
+    spans = timebudget.gpu_spans(summary, check)
+    if not (spans["part"] == "cells").any():
+        return None
+    return Finding("Where the time went: each GPU's busy span", timebudget.gpu_span_sentences(spans),
+                   spans.round({"span_s": 1, "held_s": 1, "idle_pct": 1}))
 
 
 def time_budget(summary: pd.DataFrame, exports: list[dict] | None = None, check: pd.DataFrame | None = None) -> Finding:

@@ -22,6 +22,14 @@ the cells' span (exports, the harness check, and gaps between jobs inside the sp
 shards' timestamps, the exports' record (exports.json) and the harness check's table. Snakemake's
 start (building the DAG) and the tables, figures, report and archive come after or before those
 and are not in it.
+
+And each GPU's busy span (`gpu_spans`): per GPU (by `gpu_uuid`, else host and `gpu_index`), from
+its first cell's start to its last cell's end, the seconds its cells held it, and the idle share
+in between, with the harness check's span beside them. A cell holds its GPU from its claim to
+its shard: `job_wall_s` minus `gpu_wait_s`, from `timestamp_utc` (taken in the worker, after the
+claim). That includes the job's own interpreter start before the claim, under a second, and the
+timestamps are whole seconds: good to about a second per cell. Cells that never reached a GPU
+(skipped before the worker, or whose worker wrote no shard) name none and are not counted.
 """
 
 from __future__ import annotations
@@ -45,6 +53,9 @@ PHASES = [
 PER_IO = ("warmup_s", "timed_s")  # one value per io row; everything else is per cell
 PER_CELL = ("job_wall_s", "gpu_wait_s", "worker_start_s", "setup_s", "load_s", "compile_s", "first_run_ms",
             "reference_s")
+GPU_OF_CELL = ("hostname", "gpu_uuid", "gpu_index")  # where a cell ran, for the per-GPU spans
+SPAN_COLUMNS = ["part", "host", "gpu_index", "gpu_uuid", "cells", "first_start_utc", "last_end_utc", "span_s",
+                "held_s", "idle_pct"]
 
 
 def per_cell(summary: pd.DataFrame) -> pd.DataFrame:
@@ -57,8 +68,9 @@ def per_cell(summary: pd.DataFrame) -> pd.DataFrame:
     key = [k for k in CELL_KEY if k != "io"]
     for col in PER_CELL + PER_IO:
         df[col] = pd.to_numeric(df[col], errors="coerce").fillna(0.0) if col in df.columns else 0.0
+    where = {c: "first" for c in GPU_OF_CELL if c in df.columns}
     cells = df.groupby(key, dropna=False).agg(
-        {**{c: "first" for c in PER_CELL}, **{c: "sum" for c in PER_IO}, "timestamp_utc": "min"}).reset_index()
+        {**{c: "first" for c in PER_CELL}, **{c: "sum" for c in PER_IO}, "timestamp_utc": "min", **where}).reset_index()
     cells["load"] = (cells["load_s"] - cells["compile_s"]).clip(lower=0.0)
     cells["first_run"] = cells["first_run_ms"] / 1000.0
     known = [p for p, _ in PHASES if p != "other"]
@@ -96,6 +108,95 @@ def sweep_clock(summary: pd.DataFrame, exports: list[dict] | None = None,
     wall_s, cells_span_s, serial_s (wall_s minus the cells' span), exports_s (first export's
     start to the last one's end), check_s (the harness check's bare loops, start to end)."""
     return _clock(per_cell(summary), exports, check)
+
+
+def gpu_spans(summary: pd.DataFrame, check: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each GPU's busy span (see the module's docstring): a row per GPU (part "cells"), ordered by
+    host and index, then one for the harness check's bare loops (part "harness check", its
+    `held_s` the loops' seconds summed, over however many GPUs it used). Empty where no cell
+    names its GPU (a CPU-only sweep, or shards from before those columns)."""
+    cells = per_cell(summary)
+    if cells.empty or not {"gpu_uuid", "gpu_index"} & set(cells.columns):
+        return pd.DataFrame(columns=SPAN_COLUMNS)
+    for col in GPU_OF_CELL:
+        if col not in cells.columns:
+            cells[col] = None
+    on_gpu = cells[(cells["device"] == "cuda") & (cells["gpu_uuid"].notna() | cells["gpu_index"].notna())].copy()
+    on_gpu["start"] = pd.to_datetime(on_gpu["timestamp_utc"], utc=True, errors="coerce")
+    on_gpu = on_gpu[on_gpu["start"].notna()]
+    if on_gpu.empty:
+        return pd.DataFrame(columns=SPAN_COLUMNS)
+    on_gpu["held_s"] = (on_gpu["job_wall_s"] - on_gpu["gpu_wait_s"]).clip(lower=0.0)
+    on_gpu["end"] = on_gpu["start"] + pd.to_timedelta(on_gpu["held_s"], unit="s")
+    # A UUID is one GPU on any host; an index only on its own host.
+    on_gpu["gpu"] = [u if isinstance(u, str) and u else f"{h}#{i}"
+                     for u, h, i in zip(on_gpu["gpu_uuid"], on_gpu["hostname"], on_gpu["gpu_index"])]
+    rows = []
+    for _, g in on_gpu.groupby("gpu", sort=False):
+        first, last = g["start"].min(), g["end"].max()
+        rows.append(_span_row("cells", g["hostname"].dropna().iloc[0] if g["hostname"].notna().any() else None,
+                              _first(g["gpu_index"]), _first(g["gpu_uuid"]), len(g), first, last,
+                              float(g["held_s"].sum())))
+    rows.sort(key=lambda r: (str(r["host"]), r["gpu_index"] if r["gpu_index"] is not None else -1, str(r["gpu_uuid"])))
+    span = None
+    if check is not None and not check.empty and "started_utc" in check.columns:
+        span = _intervals(check["started_utc"], check["check_s"])
+    if span is not None:
+        loops_s = float(pd.to_numeric(check["check_s"], errors="coerce").fillna(0.0).sum())
+        row = _span_row("harness check", None, None, None, len(check), span[0], span[1], loops_s)
+        row["idle_pct"] = None  # its loops run on several GPUs at once, and the table names none
+        rows.append(row)
+    return pd.DataFrame(rows, columns=SPAN_COLUMNS)
+
+
+def _first(values: pd.Series):
+    known = values.dropna()
+    if known.empty:
+        return None
+    value = known.iloc[0]
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def _span_row(part, host, index, uuid, cells, first, last, held_s) -> dict:
+    span_s = float((last - first).total_seconds())
+    idle = max(0.0, 1.0 - held_s / span_s) * 100.0 if span_s > 0 else 0.0
+    return {"part": part, "host": host, "gpu_index": index, "gpu_uuid": uuid, "cells": int(cells),
+            "first_start_utc": first.isoformat(timespec="seconds"),
+            "last_end_utc": last.isoformat(timespec="seconds"), "span_s": span_s,
+            "held_s": held_s, "idle_pct": idle}
+
+
+def gpu_span_sentences(spans: pd.DataFrame) -> list[str]:
+    """What the per-GPU table says: each GPU's span and idle share, how far apart the GPUs
+    finished, and the harness check's span."""
+    gpus = spans[spans["part"] == "cells"]
+    if gpus.empty:
+        return []
+    each = "; ".join(f"{_gpu_name(r)} {r['span_s']:,.0f} s, its {int(r['cells'])} cells holding it "
+                     f"{r['held_s']:,.0f} s (idle {r['idle_pct']:.0f}%)" for _, r in gpus.iterrows())
+    out = [f"Each GPU from its first cell's start to its last cell's end: {each}."]
+    if len(gpus) > 1:
+        ends = pd.to_datetime(gpus["last_end_utc"], utc=True)
+        starts = pd.to_datetime(gpus["first_start_utc"], utc=True)
+        out.append(f"The GPUs started their first cells within {(starts.max() - starts.min()).total_seconds():,.0f} s "
+                   f"of each other and ended their last within {(ends.max() - ends.min()).total_seconds():,.0f} s; "
+                   "a GPU idle at the end waited for the others' last cells.")
+    check = spans[spans["part"] == "harness check"]
+    if not check.empty:
+        c = check.iloc[0]
+        out.append(f"The harness check: {c['span_s']:,.0f} s from its first bare loop's start to its last one's end "
+                   f"({int(c['cells'])} cells, {c['held_s']:,.0f} s of loops summed).")
+    return out
+
+
+def _gpu_name(row) -> str:
+    index = row["gpu_index"]
+    name = f"GPU {int(index)}" if index is not None and not pd.isna(index) else "GPU"
+    uuid = row["gpu_uuid"]
+    if isinstance(uuid, str) and uuid:
+        name += f" ({uuid[:12]}…)"
+    host = row["host"]
+    return f"{name} on {host}" if isinstance(host, str) and host else name
 
 
 def _intervals(starts, seconds) -> tuple[pd.Timestamp, pd.Timestamp] | None:

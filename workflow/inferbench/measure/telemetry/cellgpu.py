@@ -17,7 +17,7 @@ class GpuTelemetry:
 
         self.spinup_s = 0.0  # every spin-up of the cell, summed (clock_spinup_s)
         try:
-            self.reader = NvmlReader(nvml_index_for_visible_gpu())
+            self.reader = NvmlReader(visible_gpu())
         except RuntimeError as exc:
             log(f"no GPU telemetry: {exc}")
             self.reader = None
@@ -57,7 +57,15 @@ class GpuTelemetry:
             self.sampler.stop()
 
 
-def nvml_index_for_visible_gpu() -> int:
-    """NVML ignores CUDA_VISIBLE_DEVICES: map the cell's one visible GPU to its NVML index."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    return int(visible) if visible.isdigit() else 0
+def visible_gpu() -> str:
+    """The cell's one visible GPU as CUDA_VISIBLE_DEVICES names it (NVML ignores that variable):
+    an index in NVML's order (the cell job sets CUDA_DEVICE_ORDER=PCI_BUS_ID, CUDA's numbering then
+    being NVML's), or a UUID where the GPUs were given by UUID. "0" where it is unset."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip() or "0"
+
+
+def nvml_index_for_visible_gpu() -> int | None:
+    """The visible GPU's NVML index where CUDA_VISIBLE_DEVICES names it by index; None for a UUID
+    (NVML then says the index: NvmlReader.static_info)."""
+    visible = visible_gpu()
+    return int(visible) if visible.isdigit() else None

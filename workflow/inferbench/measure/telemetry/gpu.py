@@ -83,7 +83,8 @@ def energy_from_power_samples(seconds: float, images: int,
 class NvmlReader:
     """Readings of one GPU for this process. Raises RuntimeError if NVML is unusable."""
 
-    def __init__(self, index: int = 0):
+    def __init__(self, gpu: int | str = 0):
+        """`gpu`: NVML's index, or a UUID (`GPU-...`, `MIG-...`) as CUDA_VISIBLE_DEVICES may name it."""
         try:
             import pynvml
         except ImportError as exc:
@@ -91,7 +92,10 @@ class NvmlReader:
         self.nvml = pynvml
         try:
             pynvml.nvmlInit()
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            if isinstance(gpu, str) and not gpu.isdigit():
+                self.handle = pynvml.nvmlDeviceGetHandleByUUID(gpu)
+            else:
+                self.handle = pynvml.nvmlDeviceGetHandleByIndex(int(gpu))
         except pynvml.NVMLError as exc:
             raise RuntimeError(f"NVML unavailable: {exc}") from exc
         self.pid = os.getpid()
@@ -108,6 +112,7 @@ class NvmlReader:
         return {
             "gpu_name": self._try(n.nvmlDeviceGetName, self.handle),
             "gpu_uuid": self._try(n.nvmlDeviceGetUUID, self.handle),
+            "gpu_index": self._try(n.nvmlDeviceGetIndex, self.handle),
             "driver_version": self._try(n.nvmlSystemGetDriverVersion),
             "cuda_driver_version": f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else None,
         }
