@@ -79,6 +79,7 @@ class LoadContext:
     artifact_path: str | None
     threads: int
     build_model: Callable[[], Any]  # fp32 torch.nn.Module on the CPU, eval mode, weights loaded
+    in_chans: int = 3  # the model's input channels
 
 
 @dataclass
