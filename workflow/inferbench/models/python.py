@@ -54,7 +54,7 @@ def _function(name: str):
 
 def _where(exc: BaseException) -> str:
     """The innermost line of the user's code that raised, if any."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
     if isinstance(exc, SyntaxError) and exc.filename:
         return f" ({exc.filename}, line {exc.lineno})"
     return f" ({frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
