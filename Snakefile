@@ -18,6 +18,7 @@ if not workflow.config_settings.configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/work.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/harness_check.smk"
 include: "workflow/rules/report.smk"

@@ -91,7 +91,7 @@ LAYERS = {
     "sweep.grid": ("*",),
     "process": ABOVE_PROCESS,
     "records": ABOVE_PROCESS,
-    "backends": ("sweep.config", "sweep.spec", "sweep.models", "measure", "commands", "reporting", "selfcheck"),
+    "backends": ("sweep.config", "sweep.spec", "models", "measure", "commands", "reporting", "selfcheck"),
 }
 
 

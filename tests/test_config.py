@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from inferbench.errors import UserError
+from inferbench.models.torchvision import registered_classification_models
 from inferbench.sweep import config as cfgmod
 from sweep import BIN, REPO, TINY
 
@@ -192,7 +193,7 @@ def test_bad_config_is_one_clear_user_error(change, needles):
 def test_model_names_read_from_torchvisions_source_are_names_it_registers():
     import torchvision
 
-    found = cfgmod.registered_classification_models()
+    found = registered_classification_models()
     known = set(torchvision.models.list_models(module=torchvision.models))
     assert found <= known, f"read from the source but not registered: {sorted(found - known)}"
     # the tests' models are found without importing torchvision

@@ -135,15 +135,16 @@ class _SizeBakedModel:
 
 def test_a_graph_that_depends_on_the_input_size_is_refused(tmp_path):
     from inferbench.backends import onnxruntime_backend as ort_backend
-    from inferbench.errors import UserError
+    from inferbench.backends.base import Skip
 
     class Spec:
-        model, precision, resolution = "size_baked", "fp32", 32
+        model, precision, resolution, in_chans = "size_baked", "fp32", 32, 3
 
         def build_model(self):
             return _SizeBakedModel().net
 
-    with pytest.raises(UserError, match="depends on the input size.*share_across_resolutions: false"):
+    # its cells are skipped with the reason, which says what to change
+    with pytest.raises(Skip, match="depends on the input size.*share_across_resolutions: false"):
         ort_backend.export(Spec(), ort_backend.parse_options({}), str(tmp_path / "m.onnx"))
     # with one file per resolution the same model exports
     facts = ort_backend.export(Spec(), ort_backend.parse_options({"share_across_resolutions": False}),
@@ -160,7 +161,7 @@ def test_fp32_graph_is_all_fp32(exports):
 
 @pytest.fixture(scope="module")
 def reference_model():
-    from inferbench.sweep.models import build_model
+    from inferbench.models import build_model
 
     return build_model("resnet18", None, 0)  # the same seed the export used
 

@@ -25,6 +25,8 @@ COMMANDS = {
     "crosscheck": "crosscheck",
     "harness-check": "harness_check",
     "host-cpus": "host_cpus",
+    "model-work": "model_work",
+    "gpu-peak": "gpu_peak",
 }
 
 

@@ -6,14 +6,18 @@ rule aggregate:
     conda:
         CONDA_ENV
     input:
+        unpack(lambda wc: work_records()),
         shards=all_shards(),
         code=job_code("aggregate"),
     output:
         summary=f"{RESULTS}/summary.parquet",
+    params:
+        peak=lambda wc, input: input.get("gpu_peak", ""),
     log:
         f"{RESULTS}/logs/aggregate.log",
     shell:
-        "python -m inferbench aggregate --shards {input.shards:q} --out {output.summary:q} > {log:q} 2>&1"
+        "python -m inferbench aggregate --shards {input.shards:q} --model-work {input.model_work:q} "
+        "--gpu-peak={params.peak:q} --out {output.summary:q} > {log:q} 2>&1"
 
 
 rule tables:

@@ -1,7 +1,9 @@
 # Config -> validated config, the list of cells, and the path helpers. Every other rule file
 # stays declarative.
 import functools
+import json
 import os
+import re
 import sys
 
 import yaml
@@ -16,7 +18,7 @@ from inferbench.errors import UserError
 # every job lists them as `code` inputs, read from the imports by job_code: the modules its command
 # runs, and for an export or a cell also its own backend's module (never another backend's).
 from inferbench.sweep.codedeps import job_code
-from inferbench.sweep.config import Cell, backend_of, cells, config_sha256, load_config, options_of
+from inferbench.sweep.config import Cell, axis_for, backend_of, cells, config_sha256, load_config, options_of
 from inferbench.sweep.spec import (artifact_key_for, artifact_manifest, cell_spec_for, export_claims_gpu,
                                    export_spec_for, known_skip)
 
@@ -40,7 +42,8 @@ CONDA_ENV = str(Path(workflow.basedir).resolve() / "envs" / "inferbench-cpu.yaml
 # that resuming or rerunning the same sweep keeps its name. Jobs inherit it through the environment
 # (not a parameter: a new label must not make Snakemake rerun finished cells).
 CONFIG_SHA256 = config_sha256({k: v for k, v in config.items() if k != "run_id"})
-RUN_ID = config.get("run_id") or f"{config['model']}-{CONFIG_SHA256[:12]}"
+# (a timm: or python: name's colons are no part of a file name)
+RUN_ID = config.get("run_id") or f"{re.sub(r'[^A-Za-z0-9._-]+', '-', config['model'])}-{CONFIG_SHA256[:12]}"
 os.environ["INFERBENCH_RUN_ID"] = RUN_ID
 os.environ["INFERBENCH_CONFIG_SHA256"] = CONFIG_SHA256
 from inferbench.records.environment import git_commit
@@ -238,6 +241,19 @@ def cell_inputs(wc):
 
 def all_shards():
     return [shard_path(c) for c in CELLS]
+
+
+# The sweep's two records beside the shards (workflow/rules/work.smk): the model's work per image,
+# and the GPUs' ceilings, measured only where the sweep has GPU cells.
+MODEL_WORK = f"{RESULTS}/model_work.json"
+GPU_PEAK = f"{RESULTS}/gpu_peak.json"
+
+
+def work_records():
+    records = {"model_work": MODEL_WORK}
+    if any(c.device == "cuda" for c in CELLS):
+        records["gpu_peak"] = GPU_PEAK
+    return records
 
 
 OVERALL_FIGURES = ("speedup_heatmap", "throughput_vs_memory", "scaling")

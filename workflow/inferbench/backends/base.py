@@ -77,6 +77,7 @@ class LoadContext:
     threads: int
     build_model: Callable[[], Any]  # fp32 torch.nn.Module on the CPU, eval mode, weights loaded
     compile_work: Callable[[], CompileWork] = CompileWork  # see CompileWork
+    in_chans: int = 3  # the model's input channels
 
 
 @dataclass

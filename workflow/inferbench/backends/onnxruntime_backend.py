@@ -87,15 +87,20 @@ def _export_onnx(spec, options, out_path, resolution: int, spatial_dynamic: bool
     import torch
 
     model = spec.build_model().to(dtype=torch_dtype(spec.precision))
-    example = torch.randn(1, 3, resolution, resolution, dtype=torch_dtype(spec.precision))
+    example = torch.randn(1, spec.in_chans, resolution, resolution, dtype=torch_dtype(spec.precision))
     input_axes = {0: "batch", 2: "height", 3: "width"} if spatial_dynamic else {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
-        torch.onnx.export(
-            model, (example,), out_path, dynamo=False, opset_version=options.opset,
-            input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": input_axes, "logits": {0: "batch"}},
-        )
+        try:
+            torch.onnx.export(
+                model, (example,), out_path, dynamo=False, opset_version=options.opset,
+                input_names=["input"], output_names=["logits"],
+                dynamic_axes={"input": input_axes, "logits": {0: "batch"}},
+            )
+        except Exception as exc:  # what ONNX cannot take of this model: its cells are skipped, with why
+            text = str(exc).strip()
+            raise Skip(f"torch.onnx.export (opset {options.opset}) cannot export {spec.model}: {type(exc).__name__}: "
+                       f"{text.splitlines()[0] if text else ''}"[:500]) from None
 
 
 def _check_size_independent(spec, options, out_path) -> None:
@@ -113,12 +118,12 @@ def _check_size_independent(spec, options, out_path) -> None:
         try:
             _export_onnx(spec, options, other, spec.resolution + 32, spatial_dynamic=True)
         except Exception as exc:
-            raise UserError(f"{spec.model!r} could not be exported at a second input size to check that one "
-                            f"ONNX file serves every resolution ({type(exc).__name__}: {exc}); {advice}") from None
+            raise Skip(f"{spec.model!r} could not be exported at a second input size to check that one "
+                       f"ONNX file serves every resolution ({type(exc).__name__}: {exc}); {advice}") from None
         nodes = lambda path: [n.SerializeToString() for n in onnx.load(path).graph.node]  # noqa: E731
         if nodes(out_path) != nodes(other):
-            raise UserError(f"the ONNX graph of {spec.model!r} depends on the input size, so one file cannot "
-                            f"serve every resolution; {advice}")
+            raise Skip(f"the ONNX graph of {spec.model!r} depends on the input size, so one file cannot "
+                       f"serve every resolution; {advice}")
 
 
 def _pinned_model(path: str, resolution: int) -> bytes | str:

@@ -94,7 +94,7 @@ def export(spec, options, out_path) -> dict:
     batch = spec.key.get("batch_size") or min(spec.batch_sizes)
     cell = Cell(spec.model, "torch_compile", spec.device, spec.precision, spec.resolution, batch)
     runner = load(LoadContext(cell=cell, options=options, artifact_path=None, threads=torch.get_num_threads(),
-                              build_model=spec.build_model))
+                              build_model=spec.build_model, in_chans=spec.in_chans))
     facts = {"compiled_at_batch_size": batch, "compile_s": runner.compile_s,
              **{k: runner.facts[k] for k in ("fx_graph_cache_hits", "fx_graph_cache_misses")}}
     Path(out_path).write_text(json.dumps(facts, indent=2, sort_keys=True) + "\n")
@@ -119,7 +119,7 @@ def load(ctx) -> Runner:
     runner = module_runner(compiled, ctx.cell, channels_last, torch_dtype(ctx.cell.precision))
     # Compile now, on an input of the cell's exact shape and layout, so the timed window never
     # contains compilation. Two calls: CUDA-graph modes record on the second.
-    example = torch.randn(ctx.cell.batch_size, 3, ctx.cell.resolution, ctx.cell.resolution,
+    example = torch.randn(ctx.cell.batch_size, ctx.in_chans, ctx.cell.resolution, ctx.cell.resolution,
                           device=ctx.cell.device, dtype=torch_dtype(ctx.cell.precision))
     example = runner.prepare(example)
     if o.dynamic == "batch":

@@ -141,7 +141,7 @@ class ExportPlan:
 
 
 def plan_export(precision: str, resolution: int, batch_sizes, options: Options,
-                features: LibraryFeatures) -> ExportPlan:
+                features: LibraryFeatures, in_chans: int = 3) -> ExportPlan:
     batch_sizes = tuple(sorted(set(batch_sizes)))
     if not batch_sizes:
         raise UserError("the Torch-TensorRT export needs the sweep's cuda batch sizes; none were given")
@@ -155,7 +155,7 @@ def plan_export(precision: str, resolution: int, batch_sizes, options: Options,
                    "batch size")
     lo, hi = batch_sizes[0], batch_sizes[-1]
     opt = options.opt_batch or hi
-    shape = lambda b: (b, 3, resolution, resolution)  # noqa: E731
+    shape = lambda b: (b, in_chans, resolution, resolution)  # noqa: E731
     compile_kwargs = {"min_block_size": options.min_block_size, "workspace_size": options.workspace_size,
                       "disable_tf32": not options.tf32}
     if options.optimization_level is not None:
@@ -236,7 +236,7 @@ def export(spec, options, out_path) -> dict:
     import torch
 
     plan = plan_export(spec.precision, spec.resolution, spec.batch_sizes, options,
-                       library_features(torch_tensorrt.__version__))
+                       library_features(torch_tensorrt.__version__), in_chans=spec.in_chans)
     dtype = torch_dtype(spec.precision)
     # Strong typing: the model's own dtype and the Input dtype set the engine's precision.
     model = spec.build_model().to(device=DEVICE, dtype=dtype)

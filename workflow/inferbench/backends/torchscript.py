@@ -39,14 +39,50 @@ def export(spec, options, out_path) -> dict:
 
     require_device(spec.device)
     model, channels_last = place_model(spec.build_model(), spec, options.channels_last, options.tf32)
-    example = torch.randn(1, 3, spec.resolution, spec.resolution, device=spec.device, dtype=torch_dtype(spec.precision))
+    example = torch.randn(1, spec.in_chans, spec.resolution, spec.resolution, device=spec.device, dtype=torch_dtype(spec.precision))
     if channels_last:
         example = example.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():  # not inference_mode: frozen constants must be ordinary tensors
-        traced = torch.jit.trace(model, example)
+        try:
+            traced = torch.jit.trace(model, example)
+        except Exception as exc:  # the model is what TorchScript cannot take: the cells say why
+            raise Skip(f"torch.jit.trace cannot trace {spec.model}: {first_line(exc)}") from None
+        check_trace_holds(spec, model, traced, channels_last)
         frozen = torch.jit.freeze(traced.eval())
     torch.jit.save(frozen, out_path)
     return {"traced_at_resolution": spec.resolution}
+
+
+def check_trace_holds(spec, model, traced, channels_last: bool) -> None:
+    """A trace records the operations one input took: a branch on the input's values or size is
+    frozen as it went. The cells run other batches at other batch sizes, so the trace must give
+    the model's own output on another input of another batch size, or the format does not hold
+    this model (a `skipped` cell, with the reason)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(spec.seed + 1)
+    other = torch.randn(2, spec.in_chans, spec.resolution, spec.resolution, generator=gen)
+    other = other.to(device=spec.device, dtype=torch_dtype(spec.precision))
+    if channels_last:
+        other = other.contiguous(memory_format=torch.channels_last)
+    try:
+        got, want = traced(other), model(other)
+    except Exception as exc:
+        raise Skip(f"the TorchScript trace of {spec.model} does not run at batch size 2: {first_line(exc)}") from None
+    if not isinstance(got, torch.Tensor) or not isinstance(want, torch.Tensor) or got.shape != want.shape:
+        raise Skip(f"the TorchScript trace of {spec.model} does not hold: on another input its output has another "
+                   "shape than the model's (a branch on the input's size, frozen when traced)")
+    scale = float(want.float().abs().max()) or 1.0
+    tolerance = (2e-2 if spec.precision != "fp32" else 1e-4) * scale
+    err = float((got.float() - want.float()).abs().max())
+    if not err <= tolerance:
+        raise Skip(f"the TorchScript trace of {spec.model} does not hold: on another input it differs from the model "
+                   f"by {err:.3g} (the model branches on its input, which a trace freezes as it went)")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:400]
 
 
 def load(ctx) -> Runner:

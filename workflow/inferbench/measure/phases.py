@@ -123,7 +123,7 @@ def draw_inputs(spec: CellSpec, setup: DeviceSetup) -> Inputs:
     c = spec.cell
     count = spec.measurement.get("num_buffers", 4)
     dtype = setup.dtype
-    shape = (c.batch_size, 3, c.resolution, c.resolution)
+    shape = (c.batch_size, spec.in_chans, c.resolution, c.resolution)
     if setup.device == "cuda":
         gen = torch.Generator(device="cuda").manual_seed(spec.seed)
         # drawn in the cell's dtype: no fp32 temporary to inflate the memory peaks
@@ -158,7 +158,7 @@ def load_runner(spec: CellSpec, backend, options, artifact_path: str | None, thr
     t0 = time.perf_counter()
     runner = backend.load(LoadContext(cell=c, options=options, artifact_path=artifact_path,
                                       threads=threads, build_model=lambda: _build(spec),
-                                      compile_work=lambda: compile_guard_for(c.device)))
+                                      compile_work=lambda: compile_guard_for(c.device), in_chans=spec.in_chans))
     load_s = time.perf_counter() - t0
     facts = dict(json.loads(options_json(options)), **runner.facts)
     log(f"loaded in {load_s:.2f} s" + (f" (compile {runner.compile_s:.2f} s)" if runner.compile_s else ""))
@@ -167,7 +167,7 @@ def load_runner(spec: CellSpec, backend, options, artifact_path: str | None, thr
 
 
 def _build(spec: CellSpec):
-    from inferbench.sweep.models import build_model
+    from inferbench.models import build_model
 
     return build_model(spec.cell.model, spec.weights, spec.seed)
 

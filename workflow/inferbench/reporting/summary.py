@@ -16,6 +16,7 @@ import pandas as pd
 
 from inferbench.errors import UserError
 from inferbench.records import schema
+from inferbench.records.efficiency import COLUMNS as EFFICIENCY_COLUMNS
 
 # What every speedup and memory ratio is taken against: the model as written, eager PyTorch in
 # full precision, before any deployment format touches it.
@@ -36,7 +37,8 @@ TIDY_COLUMNS = [
     "model", "resolution", "device", "io", "backend", "backend_impl", "precision", "batch_size", "series",
     "status", "reason", "throughput_ips", "ips_spread_pct", "latency_ms_median", "latency_ms_p99", "latency_cv",
     "memory_peak_mb", "memory_source", "energy_j_per_image", "gpu_busy_pct", "enqueue_ms_median", "host_bound",
-    "max_abs_err", "top1_agreement", SPEEDUP_COLUMN, "best_in_batch", "export_s", "load_s", "compile_s", "first_run_ms",
+    "max_abs_err", "top1_agreement", "gflop_per_image", "achieved_tflops", "pct_of_peak", SPEEDUP_COLUMN,
+    "best_in_batch", "export_s", "load_s", "compile_s", "first_run_ms",
 ]
 
 # Statuses of a cell that did not produce a measurement.
@@ -67,6 +69,9 @@ def normalise(df: pd.DataFrame) -> pd.DataFrame:
     for name in schema.COLUMN_NAMES:
         if name not in df.columns:
             df[name] = None
+    for name in EFFICIENCY_COLUMNS:  # summaries from before the work and ceiling columns
+        if name not in df.columns:
+            df[name] = float("nan")
     df["reason"] = df["reason"].fillna("").astype(str)
     # summaries from before variants: every row ran the backend it is named after
     df["backend_impl"] = df["backend_impl"].fillna(df["backend"])

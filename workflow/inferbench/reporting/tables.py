@@ -22,6 +22,9 @@ from inferbench.reporting.summary import NOT_OK_STATUSES, SPEEDUP_COLUMN, tidy_t
 
 MEMORY_NOTE = "peak memory: process GPU memory (NVML) for cuda cells, peak host RSS for cpu cells"
 SPEEDUP_NOTE = "speedup: throughput over the pytorch fp32 cell of the same device, io and batch size"
+EFFICIENCY_NOTE = ("achieved TFLOP/s: throughput x the model's FLOPs per image (FlopCounterMode, 2 per "
+                   "multiply-accumulate); of GPU peak: over the dense matrix-product rate measured on the cell's GPU "
+                   "in its precision in the same sweep")
 SPREAD_NOTE = ("throughput: the median of the cell's timed rounds; rounds spread: how far apart they were "
                "(fastest over slowest, minus 1): two cells closer than that are not told apart")
 BEST_MARK = "★"
@@ -155,6 +158,8 @@ DETAIL_HEADERS = {
     "enqueue_ms_median": "enqueue (ms)",
     "max_abs_err": "max abs err",
     "top1_agreement": "top-1 agreement",
+    "achieved_tflops": "achieved TFLOP/s",
+    "pct_of_peak": "of GPU peak (%)",
     SPEEDUP_COLUMN: "speedup",
 }
 
@@ -162,8 +167,8 @@ DETAIL_HEADERS = {
 DETAIL_FORMATS = {
     "throughput_ips": fmt_sig, "ips_spread_pct": fmt_spread, "latency_ms_median": fmt_sig, "latency_ms_p99": fmt_sig,
     "memory_peak_mb": fmt_mb, "energy_j_per_image": fmt_sig, "gpu_busy_pct": fmt_mb,
-    "enqueue_ms_median": fmt_sig, "max_abs_err": fmt_sci,
-    "top1_agreement": fmt_pct, SPEEDUP_COLUMN: fmt_speedup,
+    "enqueue_ms_median": fmt_sig, "max_abs_err": fmt_sci, "top1_agreement": fmt_pct,
+    "achieved_tflops": fmt_sig, "pct_of_peak": fmt_spread, SPEEDUP_COLUMN: fmt_speedup,
 }
 
 
@@ -198,7 +203,7 @@ NOTHING_RAN = "No cell at this resolution ran."
 
 def notes(keys: dict[str, str]) -> list[str]:
     lines = [f"{BEST_MARK} best throughput in its batch size (per device and io mode).", SPEEDUP_NOTE + ".",
-             MEMORY_NOTE + ".", SPREAD_NOTE + ".", HOST_BOUND_NOTE + "."]
+             MEMORY_NOTE + ".", SPREAD_NOTE + ".", HOST_BOUND_NOTE + ".", EFFICIENCY_NOTE + "."]
     lines += [f"[{k}] {text}" for text, k in keys.items()]
     return lines
 

@@ -123,7 +123,8 @@ def _variant_problem(config: dict, name: str, known) -> str | None:
 
 def validate_semantics(config: dict) -> None:
     """Checks a JSON schema cannot express: known backends and their options (alone and against
-    the grid), subsets, the model."""
+    the grid), subsets. (The model is checked before, by load_config: its default resolution may
+    fill the grid.)"""
     from inferbench.backends import KNOWN_BACKENDS, load_backend
 
     problems = []
@@ -151,8 +152,6 @@ def validate_semantics(config: dict) -> None:
                 problems.append(f"per_device.{device}.{axis}: {stray} not in the top-level {axis} {top}")
     if problems:
         raise UserError("invalid config:\n  - " + "\n  - ".join(problems))
-    check_model_name(config["model"])
-    check_weights(config["model"], config.get("weights"))
 
 
 def backend_axis(config: dict, backend: str, device: str, axis: str) -> list:
@@ -162,54 +161,24 @@ def backend_axis(config: dict, backend: str, device: str, axis: str) -> list:
     return axis_for(config, device, axis)
 
 
-def check_model_name(model: str) -> None:
-    # Every snakemake start checks the model: a name found in torchvision's source needs no import
-    # of torchvision (which imports torch: seconds of each start); any other name is looked up in
-    # the registry itself.
-    if model in registered_classification_models():
+def check_model(model: str, weights: str | None) -> None:
+    """The model and its weights, as its source checks them (inferbench.models)."""
+    from inferbench import models
+
+    models.check(model, weights)
+
+
+def fill_resolutions(config: dict) -> None:
+    """No `resolutions`: the one the model says it was made for (inferbench.models.ModelInput)."""
+    if "resolutions" in config:
         return
-    import torchvision
+    from inferbench import models
 
-    known = torchvision.models.list_models(module=torchvision.models)
-    if model not in known:
-        close = [m for m in known if model.lower().rstrip("0123456789_") in m][:8]
-        hint = f" Did you mean one of: {', '.join(close)}?" if close else ""
-        raise UserError(
-            f"model: {model!r} is not a torchvision classification model.{hint} "
-            "See torchvision.models.list_models(module=torchvision.models)."
-        )
-
-
-def registered_classification_models() -> set[str]:
-    """The names torchvision's classification modules register with a bare `@register_model()`,
-    read from their source without importing torchvision: what `list_models(module=
-    torchvision.models)` lists, or part of it (tests/test_config.py checks that it lists no more)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or not spec.submodule_search_locations:
-        return set()
-    names = set()
-    for source in sorted(Path(spec.submodule_search_locations[0], "models").glob("*.py")):
-        lines = source.read_text(errors="replace").splitlines()
-        for i, line in enumerate(lines):
-            if line != "@register_model()":
-                continue
-            builder = next((rest for rest in lines[i + 1:] if rest.startswith("def ")), "")
-            match = re.match(r"def (\w+)\(", builder)
-            if match:
-                names.add(match.group(1))
-    return names
-
-
-def check_weights(model: str, weights: str | None) -> None:
-    if weights is None:
-        return
-    from inferbench.sweep.models import weights_file_status
-
-    ok, message = weights_file_status(model, weights)
-    if not ok:
-        raise UserError(f"weights: {message}")
+    resolution = models.model_input(config["model"]).resolution
+    if resolution is None:
+        raise UserError(f"resolutions: missing, and model {config['model']!r} names no default resolution; "
+                        "give the sweep's resolutions, e.g. resolutions: [224]")
+    config["resolutions"] = [resolution]
 
 
 # A results_dir is written into the jobs' shell commands (quoted there too) and into
@@ -249,6 +218,8 @@ def load_config(source: str | Path | dict, semantic: bool = True) -> dict:
     config = validate_structure(config)
     check_results_dir(config["results_dir"])
     if semantic:
+        check_model(config["model"], config.get("weights"))
+        fill_resolutions(config)
         validate_semantics(config)
     return config
 

@@ -25,6 +25,7 @@ class ExportSpec:
     key: dict
     batch_sizes: list
     options: dict = field(default_factory=dict)
+    in_chans: int = 3  # the model's input channels (inferbench.models.ModelInput)
 
     # what the key does not fix stays None (an ONNX file serves every device, say)
     @property
@@ -40,12 +41,15 @@ class ExportSpec:
         return self.key.get("resolution", 224)
 
     def build_model(self):
-        from inferbench.sweep.models import build_model
+        from inferbench.models import build_model
 
         return build_model(self.model, self.weights, self.seed)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if d["in_chans"] == 3:  # the default leaves existing exports' parameters as they were
+            del d["in_chans"]
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ExportSpec":
@@ -65,6 +69,7 @@ class CellSpec:
     gpu_worker: str = "fresh"
     # the backend a variant runs (cell.backend is the variant's name); None: cell.backend itself
     backend_impl: str | None = None
+    in_chans: int = 3  # the model's input channels (inferbench.models.ModelInput)
 
     @property
     def impl(self) -> str:
@@ -77,6 +82,8 @@ class CellSpec:
             del d["gpu_worker"]
         if d["backend_impl"] in (None, self.cell.backend):
             del d["backend_impl"]
+        if d["in_chans"] == 3:
+            del d["in_chans"]
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -165,7 +172,7 @@ def export_spec_for(config: dict, variant: str, key: dict) -> ExportSpec:
         batch_sizes = sorted(axis_for(config, key.get("device", "cuda"), "batch_sizes"))
     options = export_options(module, module.parse_options(options_of(config, variant)))
     return ExportSpec(model=config["model"], weights=config.get("weights"), seed=config["seed"], backend=backend,
-                      key=key, batch_sizes=batch_sizes, options=options)
+                      key=key, batch_sizes=batch_sizes, options=options, in_chans=model_in_chans(config))
 
 
 def export_claims_gpu(spec: ExportSpec) -> bool:
@@ -189,4 +196,12 @@ def cell_spec_for(config: dict, cell: Cell) -> CellSpec:
                     timeout_s=config["cell_timeout_s"],
                     # only GPU cells have a GPU worker: CPU cells always start a fresh process
                     gpu_worker=config.get("gpu_worker", "fresh") if cell.device == "cuda" else "fresh",
-                    backend_impl=backend_of(config, cell.backend))
+                    backend_impl=backend_of(config, cell.backend), in_chans=model_in_chans(config))
+
+
+def model_in_chans(config: dict) -> int:
+    """The channels of the sweep's model input: known when the sweep is planned, so that every
+    job draws its inputs without building the model first."""
+    from inferbench.models import model_input
+
+    return model_input(config["model"]).in_chans
