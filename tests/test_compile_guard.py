@@ -159,7 +159,7 @@ def test_the_cells_load_gets_a_guard_that_is_off_on_one_gpu(monkeypatch):
         return SimpleNamespace(facts={}, compile_s=None, prepare=lambda x: x)
 
     monkeypatch.delenv(compileguard.TOKENS_ENV, raising=False)
-    spec = SimpleNamespace(cell=SimpleNamespace(device="cuda"))
+    spec = SimpleNamespace(cell=SimpleNamespace(device="cuda"), in_chans=3)
     phases.load_runner(spec, SimpleNamespace(load=load), options, None, 1, SimpleNamespace(device=[]))
     assert isinstance(seen["work"], compileguard.CompileGuard) and not seen["work"].active
     monkeypatch.setenv(compileguard.TOKENS_ENV, "2")

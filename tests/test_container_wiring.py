@@ -40,7 +40,7 @@ DEFAULT = object()  # keep config.yaml's `container:`
 pytestmark = pytest.mark.slow
 
 # `inferbench SUB` of export_artifact / benchmark_cell / harness_check (its bare loops need the image's libraries)
-CONTAINER_RULE_COMMANDS = ("export", "cell", "harness-check")
+CONTAINER_RULE_COMMANDS = ("export", "cell", "harness-check", "model-work", "gpu-peak")
 HOST_RULE_COMMANDS = ("aggregate", "tables", "figures", "report", "archive")
 
 
@@ -185,7 +185,12 @@ def test_containerised_rules_go_through_apptainer_exec_with_nv_and_the_image(app
     assert by_sub["cell"] == shards, f"every benchmark_cell job via apptainer exec:\n{lines}"
     check = str((results / "harness_check.csv").relative_to(r["checkout"]))
     assert by_sub["harness-check"] == [check], f"the harness check via apptainer exec:\n{lines}"
-    assert len(r["execs"]) == len(manifests) + len(shards) + 1, f"nothing else in a container:\n{lines}"
+    # the model's FLOP count builds the model as the cells do, so in the same image; no GPU here,
+    # so no GPU ceiling to measure (the job runs only where the sweep has cuda cells)
+    work = str((results / "model_work.json").relative_to(r["checkout"]))
+    assert by_sub["model-work"] == [work], f"the model's work count via apptainer exec:\n{lines}"
+    assert len(r["execs"]) == len(manifests) + len(shards) + 1 + len(by_sub["model-work"]) + len(by_sub["gpu-peak"]), \
+        f"nothing else in a container:\n{lines}"
 
     # the built image, used in place: nothing pulled
     assert not [c for c in r["calls"] if c.get("subcommand") == "pull"]

@@ -161,7 +161,7 @@ def test_fp32_graph_is_all_fp32(exports):
 
 @pytest.fixture(scope="module")
 def reference_model():
-    from inferbench.models import build_model
+    from inferbench.models.registry import build_model
 
     return build_model("resnet18", None, 0)  # the same seed the export used
 

@@ -111,7 +111,7 @@ def test_cpu_cells_are_ok_with_sane_numbers(run, summary):
         json.loads(r["backend_options"])
         # no GPU figures on a cpu cell, and no GPU named
         assert r["gpu_mem_peak_mb"] is None or r["gpu_mem_peak_mb"] != r["gpu_mem_peak_mb"]
-        assert r["gpu_uuid"] is None and pd.isna(r["gpu_index"])
+        assert pd.isna(r["gpu_uuid"]) and pd.isna(r["gpu_index"])
     # exported backends record their export time, eager pytorch has none
     assert (cpu[cpu["backend"] != "pytorch"]["export_s"] > 0).all()
     assert cpu[cpu["backend"] == "pytorch"]["export_s"].isna().all()
@@ -162,7 +162,14 @@ def test_cuda_cells_run_where_a_gpu_is_visible_and_are_skipped_with_a_reason_whe
 
 def test_summary_has_every_row(run, summary):
     assert len(summary) == 8 + 48
-    assert list(summary.columns) == SHARD_SCHEMA.names
+    from inferbench.records.efficiency import COLUMNS as WORK_COLUMNS
+
+    # the shards' columns, then the work and ceiling columns the aggregation joins in
+    assert list(summary.columns) == SHARD_SCHEMA.names + WORK_COLUMNS
+    ok = summary[summary["status"] == "ok"]
+    assert (ok["gflop_per_image"] > 0).all() and (ok["achieved_tflops"] > 0).all(), ok.to_string()
+    assert ok["achieved_tflops"].tolist() == pytest.approx((ok["throughput_ips"] * ok["gflop_per_image"] / 1e3).tolist())
+    assert ok[ok["device"] == "cpu"]["pct_of_peak"].isna().all()  # a GPU's ceiling only
     assert set(summary["backend"]) == set(BACKENDS) | {VARIANT}
     assert set(summary["backend_impl"]) == set(BACKENDS)
 

@@ -356,7 +356,8 @@ def on_the_cpu(monkeypatch):
 
 
 def export_spec(precision, batch_sizes):
-    return types.SimpleNamespace(precision=precision, resolution=8, batch_sizes=batch_sizes, build_model=small_net)
+    return types.SimpleNamespace(precision=precision, resolution=8, batch_sizes=batch_sizes, build_model=small_net,
+                                 in_chans=3)
 
 
 def load_ctx(path, precision, batch):

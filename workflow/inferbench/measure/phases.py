@@ -167,7 +167,7 @@ def load_runner(spec: CellSpec, backend, options, artifact_path: str | None, thr
 
 
 def _build(spec: CellSpec):
-    from inferbench.models import build_model
+    from inferbench.models.registry import build_model
 
     return build_model(spec.cell.model, spec.weights, spec.seed)
 

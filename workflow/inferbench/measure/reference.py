@@ -35,7 +35,7 @@ def compute(spec, x_host):
     import torch
 
     from inferbench.backends.torch_common import set_tf32
-    from inferbench.models import build_model
+    from inferbench.models.registry import build_model
 
     device = spec.cell.device
     flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Mapping
 
 from inferbench.errors import UserError
-from inferbench.models import ModelInput, closest
+from inferbench.models.base import ModelInput, closest
 
 FORM = "python:package.module:function"
 NAME = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*)")

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from inferbench.errors import UserError
-from inferbench.models import ModelInput, unknown_name_message
+from inferbench.models.base import ModelInput, unknown_name_message
 
 MISSING = ("model: {model!r} needs timm, which is not installed here. Install it with `pip install .[timm]` "
            "(or `pip install timm`), in the environment the jobs run in.")

@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from inferbench.errors import UserError
-from inferbench.models import ModelInput, unknown_name_message
+from inferbench.models.base import ModelInput, unknown_name_message
 
 
 def check(name: str, weights: str | None) -> None:

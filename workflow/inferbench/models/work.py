@@ -32,12 +32,25 @@ def count_params(model) -> int:
 
 
 def model_work(model_name: str, weights: str | None, seed: int, resolutions) -> dict:
-    """{model, params_m, in_chans, ..., gflop_per_image: {resolution: GFLOP}} for the sweep's record."""
-    from inferbench import models
+    """{model, params_m, in_chans, ..., gflop_per_image: {resolution: GFLOP or None}, errors} for
+    the sweep's record. A resolution the model cannot take (too small for its pooling, say) has no
+    count and its error in `errors`: its cells fail on their own, the other resolutions' figures
+    stand. A model that cannot be built leaves every count out, with the reason."""
+    from inferbench.models import registry as models
 
-    facts = models.model_input(model_name)
-    model = models.build_model(model_name, weights, seed)
+    try:
+        facts = models.model_input(model_name)
+        model = models.build_model(model_name, weights, seed)
+    except Exception as exc:  # a user's model may raise anything; its cells report it themselves
+        return {"model": model_name, "params_m": None, "flop_convention": CONVENTION, "gflop_per_image": {},
+                "errors": {"model": f"{type(exc).__name__}: {exc}"}}
+    counts, errors = {}, {}
+    for r in sorted(resolutions):
+        try:
+            counts[str(r)] = count_flops(model, facts.in_chans, r) / 1e9
+        except Exception as exc:  # as above: the forward pass of a user's model at this size
+            counts[str(r)] = None
+            errors[str(r)] = f"{type(exc).__name__}: {str(exc)[:300]}"
     return {"model": model_name, "params_m": count_params(model) / 1e6, "in_chans": facts.in_chans,
             "default_resolution": facts.resolution, "mean": facts.mean, "std": facts.std,
-            "flop_convention": CONVENTION,
-            "gflop_per_image": {str(r): count_flops(model, facts.in_chans, r) / 1e9 for r in sorted(resolutions)}}
+            "flop_convention": CONVENTION, "gflop_per_image": counts, "errors": errors}

@@ -173,7 +173,11 @@ def tidy_table(summary: pd.DataFrame, resolution: int | None = None) -> pd.DataF
     if df.empty:
         have = sorted(int(r) for r in summary["resolution"].dropna().unique())
         raise UserError(f"no cells at resolution {resolution}; the summary has {have}")
-    return with_derived(df)[TIDY_COLUMNS].reset_index(drop=True)
+    df = with_derived(df)
+    for name in EFFICIENCY_COLUMNS:  # joined by the aggregation: absent from rows read from shards alone
+        if name not in df.columns:
+            df[name] = float("nan")
+    return df[TIDY_COLUMNS].reset_index(drop=True)
 
 
 def with_derived(df: pd.DataFrame) -> pd.DataFrame:

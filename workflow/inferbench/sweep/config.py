@@ -162,17 +162,17 @@ def backend_axis(config: dict, backend: str, device: str, axis: str) -> list:
 
 
 def check_model(model: str, weights: str | None) -> None:
-    """The model and its weights, as its source checks them (inferbench.models)."""
-    from inferbench import models
+    """The model and its weights, as its source checks them (inferbench.models.registry)."""
+    from inferbench.models import registry as models
 
     models.check(model, weights)
 
 
 def fill_resolutions(config: dict) -> None:
-    """No `resolutions`: the one the model says it was made for (inferbench.models.ModelInput)."""
+    """No `resolutions`: the one the model says it was made for (inferbench.models.base.ModelInput)."""
     if "resolutions" in config:
         return
-    from inferbench import models
+    from inferbench.models import registry as models
 
     resolution = models.model_input(config["model"]).resolution
     if resolution is None:

@@ -25,7 +25,7 @@ class ExportSpec:
     key: dict
     batch_sizes: list
     options: dict = field(default_factory=dict)
-    in_chans: int = 3  # the model's input channels (inferbench.models.ModelInput)
+    in_chans: int = 3  # the model's input channels (inferbench.models.base.ModelInput)
 
     # what the key does not fix stays None (an ONNX file serves every device, say)
     @property
@@ -41,7 +41,7 @@ class ExportSpec:
         return self.key.get("resolution", 224)
 
     def build_model(self):
-        from inferbench.models import build_model
+        from inferbench.models.registry import build_model
 
         return build_model(self.model, self.weights, self.seed)
 
@@ -69,7 +69,7 @@ class CellSpec:
     gpu_worker: str = "fresh"
     # the backend a variant runs (cell.backend is the variant's name); None: cell.backend itself
     backend_impl: str | None = None
-    in_chans: int = 3  # the model's input channels (inferbench.models.ModelInput)
+    in_chans: int = 3  # the model's input channels (inferbench.models.base.ModelInput)
 
     @property
     def impl(self) -> str:
@@ -202,6 +202,6 @@ def cell_spec_for(config: dict, cell: Cell) -> CellSpec:
 def model_in_chans(config: dict) -> int:
     """The channels of the sweep's model input: known when the sweep is planned, so that every
     job draws its inputs without building the model first."""
-    from inferbench.models import model_input
+    from inferbench.models.registry import model_input
 
     return model_input(config["model"]).in_chans
