@@ -75,6 +75,8 @@ def test_every_shard_exists_and_conforms_to_the_schema(run):
 
 
 def test_cpu_cells_are_ok_with_sane_numbers(run, summary):
+    import pandas as pd
+
     cpu = summary[(summary["device"] == "cpu") & (summary["backend"] != VARIANT)]
     assert len(cpu) == 6
     assert set(cpu["backend"]) == {"pytorch", "torchscript", "onnxruntime"}

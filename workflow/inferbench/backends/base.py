@@ -106,3 +106,16 @@ def torch_dtype(precision: str):
     import torch
 
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def runs_eagerly(model, example) -> bool:
+    """Whether the model as written takes this input (an export that fails where the model runs
+    is the format's limit; where the model fails too, the model's error)."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(example)
+        return True
+    except Exception:  # whatever the model raises: the caller re-raises the export's own error
+        return False

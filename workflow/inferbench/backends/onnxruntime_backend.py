@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from inferbench.backends.base import Runner, Skip, parse_dataclass, torch_dtype
+from inferbench.backends.base import Runner, Skip, parse_dataclass, runs_eagerly, torch_dtype
 from inferbench.errors import UserError
 
 ARTIFACT_SUFFIX = ".onnx"
@@ -98,6 +98,8 @@ def _export_onnx(spec, options, out_path, resolution: int, spatial_dynamic: bool
                 dynamic_axes={"input": input_axes, "logits": {0: "batch"}},
             )
         except Exception as exc:  # what ONNX cannot take of this model: its cells are skipped, with why
+            if not runs_eagerly(model, example):
+                raise  # the model itself fails on this input: an error of the model, not of the format
             text = str(exc).strip()
             raise Skip(f"torch.onnx.export (opset {options.opset}) cannot export {spec.model}: {type(exc).__name__}: "
                        f"{text.splitlines()[0] if text else ''}"[:500]) from None

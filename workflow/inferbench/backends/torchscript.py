@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inferbench.backends.base import Runner, Skip, parse_dataclass, torch_dtype
+from inferbench.backends.base import Runner, Skip, parse_dataclass, runs_eagerly, torch_dtype
 from inferbench.backends.torch_common import module_runner, place_model, resolve_channels_last, set_tf32
 
 ARTIFACT_SUFFIX = ".ts"
@@ -46,6 +46,8 @@ def export(spec, options, out_path) -> dict:
         try:
             traced = torch.jit.trace(model, example)
         except Exception as exc:  # the model is what TorchScript cannot take: the cells say why
+            if not runs_eagerly(model, example):
+                raise  # the model itself fails on this input: an error of the model, not of the format
             raise Skip(f"torch.jit.trace cannot trace {spec.model}: {first_line(exc)}") from None
         check_trace_holds(spec, model, traced, channels_last)
         frozen = torch.jit.freeze(traced.eval())
