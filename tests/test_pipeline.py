@@ -442,13 +442,16 @@ def test_a_failing_cell_does_not_take_the_sweep_down(side_runs):
     assert bad["status"] == "error"
     assert "size" in bad["reason"].lower() and bad["reason"].startswith("RuntimeError"), bad["reason"]
     assert bad["n_iters"] != bad["n_iters"]  # NaN: no figures for a failed cell
-    # the export failed: its manifest says so, and the cells that need it record that reason
-    for res in (16, 64):
+    # the exports failed: at 16 px the model itself fails (an error), at 64 px it runs but ONNX
+    # cannot take its adaptive pooling (the format's limit: skipped, with the exporter's reason);
+    # each manifest says so, and the cells that need it record that reason
+    for res, status in ((16, "error"), (64, "skipped")):
         row = df.loc[("onnxruntime", res)]
-        assert row["status"] == "error" and row["reason"].startswith("export: "), row["reason"]
+        assert row["status"] == status and row["reason"].startswith("export: "), (res, row["reason"])
         (manifest_path,) = (results / "artifacts" / "alexnet" / "onnxruntime").glob(f"*resolution-{res}_*.json")
         manifest = json.loads(manifest_path.read_text())
-        assert manifest["status"] == "error" and manifest["reason"] and manifest["reason"] in row["reason"]
+        assert manifest["status"] == status and manifest["reason"] and manifest["reason"] in row["reason"]
+    assert "torch.onnx.export" in df.loc[("onnxruntime", 64)]["reason"]
     # a failed shard conforms to the schema like any other
     shard = results / "shards" / "alexnet" / "pytorch" / "cpu" / "fp32" / "r16_b2.parquet"
     assert pq.read_schema(shard).remove_metadata().equals(SHARD_SCHEMA)
