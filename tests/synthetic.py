@@ -205,3 +205,23 @@ def slowed(df: pd.DataFrame, factor: float, mask=None) -> pd.DataFrame:
         out.at[idx, "throughput_ips"] = float(out.at[idx, "throughput_ips"]) / factor
         out.at[idx, "round_ips"] = [float(x) / factor for x in out.at[idx, "round_ips"]]
     return conform(out)
+
+
+# A GPU's measured ceilings (TFLOP/s, dense matrix products) and the model's work at 224 px, of the
+# order of an H200's and a small CNN's, so that every synthetic GPU cell lies below its ceiling
+CEILINGS_TFLOPS = {"fp32": 60.0, "fp16": 800.0, "bf16": 780.0}
+GFLOP_PER_IMAGE_224 = 1.0
+
+
+def with_efficiency(df: pd.DataFrame, ceilings: dict | None = CEILINGS_TFLOPS) -> pd.DataFrame:
+    """The summary with the work and ceiling columns the aggregation joins (inferbench.records.
+    efficiency), from a model_work record (FLOPs growing with the pixels) and a gpu_peak record of
+    the synthetic GPU; ceilings=None: a CPU-only run's record, with no GPU."""
+    from inferbench.records import efficiency
+
+    env = _environment("")
+    resolutions = sorted(int(r) for r in df["resolution"].unique())
+    work = {"params_m": 11.7, "gflop_per_image": {str(r): GFLOP_PER_IMAGE_224 * (r / 224) ** 2 for r in resolutions}}
+    gpus = [{"gpu_index": env["gpu_index"], "gpu_name": env["gpu_name"], "tflops": ceilings}] if ceilings else []
+    peak = {"hostname": env["hostname"], "gpus": gpus}
+    return efficiency.add_columns(pa.Table.from_pandas(df, preserve_index=False), work, peak).to_pandas()

@@ -98,4 +98,4 @@ rule figures_overall:
         f"{RESULTS}/logs/figures/overall.log",
     shell:
         "python -m inferbench figures --summary {input.summary:q} --kind speedup_heatmap --kind throughput_vs_memory "
-        "--kind scaling --outdir {params.outdir:q} > {log:q} 2>&1"
+        "--kind scaling --kind achieved_tflops --outdir {params.outdir:q} > {log:q} 2>&1"

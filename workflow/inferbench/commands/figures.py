@@ -4,7 +4,8 @@ from __future__ import annotations
 
 HELP = "draw result figures (PNG) from results/summary.parquet"
 
-KIND_NAMES = ("throughput", "latency", "gpu_memory", "speedup_heatmap", "throughput_vs_memory", "scaling")
+KIND_NAMES = ("throughput", "latency", "gpu_memory", "speedup_heatmap", "throughput_vs_memory", "scaling",
+              "achieved_tflops")
 
 
 def add_arguments(parser) -> None:

@@ -35,7 +35,9 @@ DEVICE_MARKERS = {"cuda": "o", "cpu": "s"}
 
 PER_RESOLUTION_KINDS = ("throughput", "latency", "gpu_memory")
 OVERALL_KINDS = ("speedup_heatmap", "throughput_vs_memory", "scaling")
-KINDS = PER_RESOLUTION_KINDS + OVERALL_KINDS
+# drawn only where the summary has what they show (no note figure in their place)
+OPTIONAL_KINDS = ("achieved_tflops",)
+KINDS = PER_RESOLUTION_KINDS + OVERALL_KINDS + OPTIONAL_KINDS
 
 
 def figure_name(kind: str, resolution: int | None = None) -> str:
@@ -457,18 +459,63 @@ def plot_scaling(df: pd.DataFrame, path: Path) -> Path:
     return save(fig, path)
 
 
+def gpu_work_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """The ok GPU cells (io=device: the model's own speed) that have an achieved TFLOP/s."""
+    if "achieved_tflops" not in df.columns:
+        return df.iloc[0:0]
+    ok = ok_cells(df)
+    return ok[(ok["device"] == "cuda") & (ok["io"] == "device") & ok["achieved_tflops"].notna()]
+
+
+def plot_achieved_tflops(df: pd.DataFrame, path: Path) -> Path | None:
+    """Achieved TFLOP/s against batch size, a panel per resolution, a line per backend·precision,
+    and each precision's measured ceiling as a horizontal line: how far each format is from what
+    the GPU can do. None (and no file) where no GPU cell has an achieved TFLOP/s."""
+    path = Path(path)
+    cells = gpu_work_cells(df)
+    if cells.empty:
+        path.unlink(missing_ok=True)  # an earlier run's figure would describe other cells
+        return None
+    resolutions = sorted(cells["resolution"].unique())
+    fig, grid = plt.subplots(1, len(resolutions), figsize=(5.2 * len(resolutions), 4.4), squeeze=False, sharey=True)
+    handles = {}
+    for ax, resolution in zip(grid[0], resolutions):
+        panel = cells[cells["resolution"] == resolution]
+        for (backend, precision), s in panel.groupby(["backend", "precision"], sort=False):
+            s = s.sort_values("batch_size")
+            (handles[f"{backend}·{precision}"],) = ax.plot(s["batch_size"], s["achieved_tflops"],
+                                                          **style(backend, precision, "cuda", "device"))
+        ceilings = panel[["precision", "peak_tflops"]].dropna().drop_duplicates()  # one per GPU kind and precision
+        for k, (precision, ceiling) in enumerate(ceilings.itertuples(index=False)):
+            ax.axhline(ceiling, color="black", linewidth=1, alpha=0.7, linestyle=PRECISION_STYLES.get(precision, "-."))
+            # fp16's and bf16's ceilings lie close together: their labels take turns left, right, centre
+            x, ha = ((0.01, "left"), (0.99, "right"), (0.5, "center"))[k % 3]
+            ax.annotate(f"{precision} peak {ceiling:,.0f}", (x, ceiling), xycoords=("axes fraction", "data"),
+                        xytext=(0, 2), textcoords="offset points", fontsize=7, va="bottom", ha=ha)
+        batch_log_panel(ax, panel["batch_size"], "achieved TFLOP/s (log scale)", f"{resolution} px, cuda, io=device")
+    handles["measured peak (dense matmul)"] = Line2D([], [], color="black", alpha=0.7)
+    fig.suptitle("Achieved TFLOP/s against batch size, and the GPU's measured peak — higher is better")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    fig.legend(list(handles.values()), list(handles.keys()), loc="upper left", bbox_to_anchor=(1.0, 0.95),
+               fontsize=8, frameon=False, title="backend·precision")
+    add_footnote(fig, "throughput × FLOPs per image (2 per multiply-accumulate, FlopCounterMode); "
+                      "peak line style = precision")
+    return save(fig, path)
+
+
 # ---------------------------------------------------------------- entry point
 
 
 PLOTTERS = {
     "throughput": plot_throughput, "latency": plot_latency, "gpu_memory": plot_gpu_memory,
     "speedup_heatmap": plot_speedup_heatmap, "throughput_vs_memory": plot_throughput_vs_memory,
-    "scaling": plot_scaling,
+    "scaling": plot_scaling, "achieved_tflops": plot_achieved_tflops,
 }
 
 
 def write_figures(summary: pd.DataFrame, outdir, resolutions=None, kinds=KINDS) -> list[Path]:
-    """Writes the requested figure kinds; per-resolution kinds once per resolution."""
+    """Writes the requested figure kinds; per-resolution kinds once per resolution; an optional
+    kind only where the summary has what it shows."""
     df = prepared(summary)
     outdir = Path(outdir)
     if resolutions is None:
@@ -480,4 +527,4 @@ def write_figures(summary: pd.DataFrame, outdir, resolutions=None, kinds=KINDS) 
                 written.append(PLOTTERS[kind](df, r, outdir / figure_name(kind, r)))
         else:
             written.append(PLOTTERS[kind](df, outdir / figure_name(kind)))
-    return written
+    return [p for p in written if p is not None]

@@ -393,6 +393,42 @@ def _us(value) -> str:
     return f"{value:.1f} µs" if value is not None and pd.notna(value) else "not measured"
 
 
+# ---------------------------------------------------------------- share of the GPU
+
+
+def share_of_peak(df: pd.DataFrame) -> Finding | None:
+    """Per resolution, the fastest GPU cell (io=device) in TFLOP/s and as a share of its GPU's
+    measured ceiling at its precision (inferbench.records.efficiency): None where no cell has one
+    (a CPU-only run, or a summary from before the ceiling was measured)."""
+    if "pct_of_peak" not in df.columns:
+        return None
+    ok = ok_cells(df)
+    ok = ok[(ok["device"] == "cuda") & (ok["io"] == "device") & ok["pct_of_peak"].notna()]
+    if ok.empty:
+        return None
+    rows, sentences = [], []
+    for resolution, cells in ok.groupby("resolution", sort=True):
+        best = cells.loc[cells["throughput_ips"].idxmax()]
+        rows.append({"resolution": int(resolution), "best": short_name(best), "batch_size": int(best["batch_size"]),
+                     "throughput_ips": round(float(best["throughput_ips"]), 1),
+                     "gflop_per_image": round(float(best["gflop_per_image"]), 3),
+                     "achieved_tflops": round(float(best["achieved_tflops"]), 1),
+                     "peak_tflops": round(float(best["peak_tflops"]), 1),
+                     "pct_of_peak": round(float(best["pct_of_peak"]), 1)})
+        sentences.append(
+            f"At {resolution} px, the fastest GPU cell, {short_name(best)} at batch {int(best['batch_size'])} "
+            f"({best['throughput_ips']:,.0f} images/s × {best['gflop_per_image']:.3g} GFLOP per image), does "
+            f"{best['achieved_tflops']:.1f} TFLOP/s: {best['pct_of_peak']:.1f}% of the "
+            f"{best['precision']} peak measured on its GPU ({best['peak_tflops']:.1f} TFLOP/s).")
+    top = ok.loc[ok["pct_of_peak"].idxmax()]
+    sentences.append(f"The highest share of any GPU cell: {top['pct_of_peak']:.1f}% ({short_name(top)}, "
+                     f"{int(top['resolution'])} px, batch {int(top['batch_size'])}).")
+    sentences.append("FLOPs count 2 per multiply-accumulate, convolutions and matrix products only "
+                     "(FlopCounterMode); the peak is a dense matrix product of the same precision, fp32 without "
+                     "TF32, measured in this sweep.")
+    return Finding("Share of the GPU's measured peak", sentences, pd.DataFrame(rows))
+
+
 # ---------------------------------------------------------------- what did not run
 
 
@@ -427,6 +463,7 @@ def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRE
         *warnings,
         best_per_resolution(df),
         best_per_batch(df),
+        share_of_peak(df),
         half_precision_speedup(df),
         memory_ranking(df),
         accuracy_losses(df, top1_threshold),

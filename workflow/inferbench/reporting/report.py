@@ -51,6 +51,8 @@ FIGURE_CAPTIONS = {
     "throughput_vs_memory": "Throughput against peak memory; the step line is the Pareto front "
                             "(nothing is both faster and smaller).",
     "scaling": "Peak throughput against pixels per image; dotted: ideal 1/pixels from the smallest resolution.",
+    "achieved_tflops": "Achieved TFLOP/s (throughput × FLOPs per image) of the GPU cells against batch size; "
+                       "the black lines are the GPU's measured peak per precision (a dense matrix product).",
 }
 
 CSS = """
@@ -111,9 +113,26 @@ def environment(df: pd.DataFrame) -> list[tuple[str, str]]:
     if "cudnn_version" in df.columns:
         df["cudnn_version"] = df["cudnn_version"].map(lambda v: cudnn_text(v) if pd.notna(v) else v)
     rows = [(label, distinct_values(df[col])) for label, col in ENVIRONMENT_FIELDS]
+    rows += gpu_ceilings(df)
     times = df["timestamp_utc"].dropna().astype(str)
     if len(times):
         rows.append(("measured (UTC)", f"{times.min()} to {times.max()}"))
+    return rows
+
+
+def gpu_ceilings(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """A row per GPU with its measured ceilings (the sweep's `gpu_peak` job: a dense matrix
+    product per precision, fp32 without TF32), where the summary has them."""
+    columns = [(p, f"gpu_peak_tflops_{p}") for p in ("fp32", "fp16", "bf16") if f"gpu_peak_tflops_{p}" in df.columns]
+    if not columns:
+        return []
+    gpu = df[df["device"] == "cuda"]
+    gpu = gpu[gpu[[c for _, c in columns]].notna().any(axis=1)]
+    rows = []
+    for (host, index, name), cells in gpu.groupby(["hostname", "gpu_index", "gpu_name"], sort=True, dropna=False):
+        ceilings = ", ".join(f"{p} {cells[c].dropna().iloc[0]:,.1f}" for p, c in columns if cells[c].notna().any())
+        where = f"{_plain(name)}, GPU {_plain(index)} of {_plain(host)}"
+        rows.append((f"measured peak, dense matmul (TFLOP/s): {where}", ceilings))
     return rows
 
 
@@ -184,6 +203,9 @@ def figure_list(figures_dir: Path, resolutions: list[int]) -> list[tuple[str, Pa
             expected.append((f"{kind.replace('_', ' ')} at {r} px", figures_dir / figures.figure_name(kind, r)))
     for kind in figures.OVERALL_KINDS:
         expected.append((kind.replace("_", " "), figures_dir / figures.figure_name(kind)))
+    for kind in figures.OPTIONAL_KINDS:  # drawn only where the summary has what they show
+        if (figures_dir / figures.figure_name(kind)).is_file():
+            expected.append((kind.replace("_", " "), figures_dir / figures.figure_name(kind)))
     known = {p.name for _, p in expected}
     extras = sorted(p for p in figures_dir.glob("*.png") if p.name not in known) if figures_dir.is_dir() else []
     return expected + [(p.stem.replace("_", " "), p) for p in extras]
