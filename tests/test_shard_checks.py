@@ -91,7 +91,7 @@ def test_every_bad_shard_is_named_at_once(results, capsys):
     rc, out = _aggregate(results, capsys)
     assert rc == 2 and "2 shard file(s) cannot be trusted" in out, out
     assert f"{bad[0]}: it is not a readable Parquet file" in out
-    assert f"{bad[1]}: status 'fine' is not one of ok, skipped, oom, error" in out
+    assert f"{bad[1]}: status 'fine' is not one of ok, inaccurate, skipped, oom, error" in out
 
 
 def test_a_file_outside_the_shard_layout_names_no_cell(tmp_path, capsys):

@@ -309,7 +309,7 @@ def plot_gpu_memory(df: pd.DataFrame, resolution: int, path: Path) -> Path:
 # ---------------------------------------------------------------- cross-resolution figures
 
 
-STATUS_SHORT = {"skipped": "skip", "oom": "OOM", "error": "err"}
+STATUS_SHORT = {"skipped": "skip", "oom": "OOM", "error": "err", "inaccurate": "inacc"}
 
 
 def speedup_matrix(df: pd.DataFrame):
