@@ -221,9 +221,10 @@ def inaccurate_cells(df: pd.DataFrame) -> Finding | None:
         return None
     cols = [c for c in ("series", "resolution", "batch_size", "top1_agreement", "max_abs_err", "reason")
             if c in bad.columns]
-    table = bad[cols].drop_duplicates(["series", "resolution", "batch_size"]).reset_index(drop=True)
+    table = bad[cols].drop_duplicates(["series", "resolution", "batch_size"]).round(6).reset_index(drop=True)
     names = "; ".join(f"{r.series} at {r.resolution} px, batch {r.batch_size}: {r.reason}" for r in table.itertuples())
-    return Finding(f"Outputs that disagree with the fp32 reference in {len(table)} cells", [
+    count = f"{len(table)} cell" + ("s" if len(table) > 1 else "")
+    return Finding(f"Outputs that disagree with the fp32 reference in {count}", [
         f"These cells ran, but their outputs are not the model's: {names}. Their figures are in the tables, "
         "marked, and left out of every ranking, speedup baseline, figure and finding. A wrong artifact is the usual "
         "cause: delete it and run snakemake again, which exports it again and measures its cells again."],
