@@ -28,9 +28,9 @@ from inferbench.measure.celllog import log
 from inferbench.measure.phases import (TimingContext, begin_worker, check_accuracy, draw_inputs, first_call, load_runner,
                                        read_peaks, setup_device, start_telemetry, time_io_mode, worker_started)
 from inferbench.measure.rows import CellRows
-from inferbench.measure.tolerance import arithmetic, disagreement
 from inferbench.measure.telemetry.cellgpu import GpuTelemetry
 from inferbench.measure.timing import Settings
+from inferbench.measure.tolerance import arithmetic, disagreement
 from inferbench.sweep.spec import CellSpec
 
 
