@@ -2,7 +2,9 @@
 (CPU). A truncated ONNX file, or a foreign but valid one, is exported again by the next plain run
 (never "nothing to do"); a file changed in place with its size and modification time kept, which
 the workflow's quick check cannot see, stops the cell with a message naming the file and what to
-delete, and doing that is enough."""
+delete, and doing that is enough. A foreign model whose manifest was rewritten to match it (as a
+wrong re-export would leave it) passes those checks, and its outputs give it away: the cell is
+`inaccurate`, never starred or named in a finding."""
 
 from __future__ import annotations
 
@@ -14,15 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from inferbench.records.artifactcheck import sha256_file
+from inferbench import cli
+from inferbench.records.artifactcheck import content_fields, sha256_file
 from sweep import REPO, job_blocks, snakemake
 
 CONFIG = {"model": "resnet18", "weights": None, "seed": 0, "resolutions": [32], "batch_sizes": [2],
-          "precisions": ["fp32"], "devices": ["cpu"], "backends": {"onnxruntime": {}},
+          "precisions": ["fp32"], "devices": ["cpu"], "backends": {"onnxruntime": {}, "pytorch": {}},
           "measurement": {"warmup_iters": 1, "warmup_min_s": 0.0, "min_iters": 3, "min_time_s": 0.05,
                           "max_time_s": 1, "num_buffers": 1, "cpu_threads": 1},
           "results_dir": "results"}
 SHARD = "results/shards/resnet18/onnxruntime/cpu/fp32/r32_b2.parquet"
+BASELINE_SHARD = "results/shards/resnet18/pytorch/cpu/fp32/r32_b2.parquet"  # run by the last test only
 
 
 def foreign_onnx(path: Path) -> None:
@@ -34,6 +38,27 @@ def foreign_onnx(path: Path) -> None:
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3, 32, 32])
     graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "foreign", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def foreign_classifier_onnx(path: Path) -> None:
+    """A valid ONNX classifier of another network, with the export's input and output names and
+    shapes: global average pooling and one random linear layer to 1000 classes."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 32, 32])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])
+    weights = [numpy_helper.from_array(rng.normal(size=(3, 1000)).astype(np.float32), "w"),
+               numpy_helper.from_array(np.zeros(1000, np.float32), "b")]
+    nodes = [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "w", "b"], ["logits"])]
+    model = helper.make_model(helper.make_graph(nodes, "foreign", [x], [y], weights),
+                              opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     onnx.save(model, path)
 
@@ -106,3 +131,42 @@ def test_a_cell_refuses_an_artifact_changed_in_place(sweep):
     artifact.unlink()
     log = run_again(work)
     assert "export_artifact" in job_blocks(log) and status_of(work)[0] == "ok", log[-3000:]
+
+
+def test_a_foreign_model_with_a_matching_manifest_is_inaccurate_never_ranked(sweep, tmp_path, capsys):
+    """Replace the ONNX file by another classifier and write its sha256, size and time into the
+    manifest: the artifact checks pass, the cell runs, and its outputs are not the model's."""
+    work, manifest = sweep
+    m = json.loads(manifest.read_text())
+    artifact = manifest.parent / m["artifact_path"]
+    foreign_classifier_onnx(artifact)
+    manifest.write_text(json.dumps(dict(m, **content_fields(artifact))))
+    (work / SHARD).unlink()
+    log = snakemake(REPO, work, work / "c.yaml", SHARD, BASELINE_SHARD).stdout
+    assert "export_artifact" not in job_blocks(log), log[-3000:]  # the checks took the file as exported
+    row = pq.read_table(work / SHARD).to_pylist()[0]
+    assert row["status"] == "inaccurate", (row["status"], row["reason"])
+    assert row["reason"].startswith("outputs disagree with the fp32 reference: top-1 agreement "), row["reason"]
+    assert "tolerance" in row["reason"] and row["max_abs_err"] > 0.1
+    assert row["throughput_ips"] > 0 and row["latency_ms_median"] > 0  # its figures are kept
+    # the product's own aggregation, tables and report
+    out = tmp_path / "out"
+    out.mkdir()
+    shards = [str(work / SHARD), str(work / BASELINE_SHARD)]
+    assert cli.main(["aggregate", "--shards", *shards, "--out", str(out / "summary.parquet")]) == 0
+    assert cli.main(["tables", "--summary", str(out / "summary.parquet"), "--resolution", "32",
+                     "--md", str(out / "32.md")]) == 0
+    assert cli.main(["report", "--summary", str(out / "summary.parquet"), "--figures-dir", str(out / "figures"),
+                     "--md", str(out / "report.md")]) == 0
+    capsys.readouterr()
+    md = (out / "32.md").read_text()
+    foreign = next(line for line in md.splitlines() if line.startswith("| onnxruntime·fp32·cpu |"))
+    assert "✗" in foreign and "★" not in foreign, foreign
+    assert "★" in next(line for line in md.splitlines() if line.startswith("| pytorch·fp32·cpu |"))
+    assert "inaccurate: outputs disagree with the fp32 reference" in md
+    report = (out / "report.md").read_text()
+    read_first = report.split("## Read first", 1)[1].split("## Environment", 1)[0]
+    assert "onnxruntime·fp32·cpu at 32 px, batch 2: outputs disagree" in read_first, read_first
+    found = report.split("## Findings", 1)[1].split("## Figures", 1)[0]
+    assert "onnxruntime·fp32" not in found, found  # (where the time went may name the backend: it ran)
+    assert "pytorch·fp32 is fastest" in found, found

@@ -30,7 +30,7 @@ def test_every_column_is_in_the_shard_schema_and_cell_facts_are_on_every_row():
     rows = _rows(started=Started(at=0.0, worker_start_s=0.2), setup_s=0.3, first_run_ms=9.0,
                  timings={"device": _timing("device"), "host": _timing("host")},
                  peaks=Peaks(100.0, None, None, None, None, {}, {}),
-                 accuracy=Accuracy(0.1, 0.01, 1.0, "cpu", 0.5)).rows("ok", "")
+                 accuracy=Accuracy(0.1, 0.01, 1.0, "cpu", 0.5, 6.0)).rows("ok", "")
     assert [r["io"] for r in rows] == ["device", "host"]
     for r in rows:
         assert set(r) <= set(COLUMN_NAMES)

@@ -306,7 +306,7 @@ def test_ok_to_skipped_is_a_breakage_and_fails_the_gate(tmp_path, capsys):
     assert cli.main(["compare", str(tmp_path / "old.parquet"), str(tmp_path / "new.parquet"),
                      "--fail-on-regression"]) == 1
     out = capsys.readouterr().out
-    assert "1 broke (ok -> skipped/oom/error)" in out and "(ok -> skipped)" in out, out
+    assert "1 broke (ok -> inaccurate/skipped/oom/error)" in out and "(ok -> skipped)" in out, out
     assert f"{old.loc[i, 'backend']}·{old.loc[i, 'precision']}" in out
 
 

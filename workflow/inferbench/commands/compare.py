@@ -13,8 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--noise-k", type=float, default=2.0,
                         help="a change must exceed k times the combined 95%% CI of the two medians (default 2)")
     parser.add_argument("--fail-on-regression", action="store_true",
-                        help="exit 1 if any cell is slower beyond noise, broke (ok -> skipped/oom/error) "
-                             "or is missing from NEW")
+                        help="exit 1 if any cell is slower beyond noise, broke "
+                             "(ok -> inaccurate/skipped/oom/error) or is missing from NEW")
     parser.add_argument("--no-confirm", action="store_true",
                         help="judge from the runs' rows alone: do not measure a cell called slower again (by "
                              "default, where OLD and NEW are results folders of the same code on this machine, "

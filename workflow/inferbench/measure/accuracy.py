@@ -12,6 +12,7 @@ class Accuracy:
     top1_agreement: float
     reference_device: str
     reference_s: float
+    reference_scale: float  # the largest absolute reference logit: what a tolerance is relative to
 
 
 def compare_logits(out, ref) -> dict:
@@ -19,4 +20,5 @@ def compare_logits(out, ref) -> dict:
     out = out.float().cpu()
     diff = (out - ref).abs()
     return {"max_abs_err": float(diff.max()), "mean_abs_err": float(diff.mean()),
-            "top1_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean())}
+            "top1_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean()),
+            "reference_scale": float(ref.abs().max())}

@@ -9,7 +9,9 @@ Order matters for honest numbers:
      first update before the window and its first after (inferbench.measure.energy);
   5. memory peaks are read before the fp32 reference model exists (it would inflate them);
   6. accuracy: the backend's output on buffer 0 against fp32 eager PyTorch on the same input
-     (inferbench.measure.reference: computed once per input and shared by the cells that use it).
+     (inferbench.measure.reference: computed once per input and shared by the cells that use it);
+     outputs beyond the precision's tolerance (inferbench.measure.tolerance) make the cell
+     `inaccurate`: its figures are kept, but they are not a measurement of this model.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from inferbench.measure.phases import (TimingContext, begin_worker, check_accura
 from inferbench.measure.rows import CellRows
 from inferbench.measure.telemetry.cellgpu import GpuTelemetry
 from inferbench.measure.timing import Settings
+from inferbench.measure.tolerance import arithmetic, disagreement
 from inferbench.sweep.spec import CellSpec
 
 
@@ -87,9 +90,11 @@ def run_cell(spec: CellSpec, artifact: dict | None, base_row: dict, reference_ca
             except Exception as exc:  # one io mode failing keeps the other's figures
                 rows.fail_io(io, *failure(exc))
         rows.peaks = read_peaks(c.device, worker, telemetry, gpu_start)
-        rows.accuracy = check_accuracy(spec, loaded, inputs, reference_cache)
-        log("done")
-        return rows.rows("ok", "")
+        rows.accuracy = a = check_accuracy(spec, loaded, inputs, reference_cache)
+        arith = arithmetic(c.precision, bool(getattr(options, "tf32", False)))
+        wrong = disagreement(arith, a.max_abs_err, a.top1_agreement, a.reference_scale)
+        log(wrong or "done")
+        return rows.rows("inaccurate", wrong) if wrong else rows.rows("ok", "")
     except Skip as exc:
         return rows.rows("skipped", str(exc))
     except Exception as exc:

@@ -26,7 +26,9 @@ IDENTITY = [
 ]
 
 OUTCOME = [
-    ("status", pa.string()),  # ok | skipped | oom | error
+    # ok | inaccurate (measured, but its outputs disagree with the fp32 reference beyond its
+    # precision's tolerance: inferbench.measure.tolerance) | skipped | oom | error
+    ("status", pa.string()),
     ("reason", pa.string()),  # human text; empty when ok
 ]
 
@@ -156,7 +158,7 @@ COLUMN_NAMES = [name for name, _ in COLUMNS]
 # The columns that identify a cell: two rows with equal keys measured the same thing.
 CELL_KEY = ["model", "backend", "precision", "device", "io", "resolution", "batch_size"]
 
-STATUSES = ("ok", "skipped", "oom", "error")
+STATUSES = ("ok", "inaccurate", "skipped", "oom", "error")
 
 
 def with_backend_impl(table: pa.Table) -> pa.Table:

@@ -3,12 +3,14 @@ of the shard schema (`inferbench.records.schema`) whose rows are the cell its pa
 
 A shard copied over another, a file from another tool, a half-written or foreign Parquet file
 would otherwise end up in the summary as the cell its name claims (one cell twice, another
-missing, and a report that says every cell ran). Every problem found is reported at once, each
+missing, and a report that says every cell ran). A measured row's values must be possible, too
+(`value_problems`): a negative throughput or a NaN latency would be ranked like any other. Every problem found is reported at once, each
 naming its file, with what to do: delete the file and run again, which measures that cell anew.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -22,6 +24,14 @@ from inferbench.records.schema import SHARD_SCHEMA, STATUSES, with_backend_impl
 SHARD_NAME = re.compile(r"r(\d+)_b(\d+)\.parquet")
 PATH_KEYS = ("model", "backend", "device", "precision", "resolution", "batch_size")
 REQUIRED = PATH_KEYS + ("io", "status")
+MEASURED = ("ok", "inaccurate")  # the statuses of a row with figures
+LATENCIES = ("latency_ms_median", "latency_ms_p99", "latency_ms_mean", "latency_ms_min", "latency_ms_max")
+# throughput_ips is the median of the rounds' throughputs, each batch / that round's median
+# latency (inferbench.measure.stats); latency_ms_median is the median over every round's
+# iterations, which lies between the rounds' medians. So batch / latency_ms_median lies within the
+# rounds' range, as throughput_ips does, and the two differ by at most the rounds' spread
+# (ips_spread_pct); the slack covers rounding and the mean of the two middle values.
+CONSISTENCY_SLACK = 0.01
 
 
 class ShardProblem(Exception):
@@ -81,6 +91,51 @@ def check_rows(table: pa.Table, cell: dict) -> None:
         raise ShardProblem(f"status {', '.join(map(repr, bad))} is not one of {', '.join(STATUSES)}")
 
 
+def _number(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def value_problems(row: dict) -> list[str]:
+    """What is impossible about one measured row's values (empty when nothing is)."""
+    out = []
+    ips = _number(row.get("throughput_ips"))
+    if ips is None or not math.isfinite(ips) or ips <= 0:
+        out.append(f"throughput_ips is {ips}, not a finite number above zero")
+    bad_latencies = [f"{name} {_number(row.get(name))}" for name in LATENCIES
+                     if row.get(name) is None or not math.isfinite(row[name]) or row[name] <= 0]
+    if bad_latencies:
+        out.append(f"latencies not finite and above zero: {', '.join(bad_latencies)}")
+    top1 = _number(row.get("top1_agreement"))
+    if top1 is not None and not 0.0 <= top1 <= 1.0:  # NaN fails both comparisons, as it should
+        out.append(f"top1_agreement is {top1}, outside [0, 1]")
+    err = _number(row.get("max_abs_err"))
+    if err is not None and err < 0:  # NaN (no accuracy measured) is allowed
+        out.append(f"max_abs_err is {err}, below zero")
+    median = _number(row.get("latency_ms_median"))
+    batch = row.get("batch_size")
+    if not out and median and batch:
+        implied = batch * 1000.0 / median
+        spread = _number(row.get("ips_spread_pct"))
+        spread = spread if spread is not None and math.isfinite(spread) and spread >= 0 else 0.0
+        limit = math.log1p(spread / 100.0) + math.log1p(CONSISTENCY_SLACK)
+        if abs(math.log(ips / implied)) > limit:
+            out.append(f"throughput_ips {ips:.6g} does not match batch_size / latency_ms_median = {implied:.6g} "
+                       f"images/s (allowed: the rounds' spread {spread:.3g}% plus {100 * CONSISTENCY_SLACK:g}%)")
+    return out
+
+
+def check_values(table: pa.Table) -> None:
+    """Every measured row's figures are possible: one message for all that are not."""
+    problems = []
+    columns = ["status", "io", "batch_size", "throughput_ips", "ips_spread_pct", "top1_agreement", "max_abs_err",
+               *LATENCIES]
+    for row in table.select(columns).to_pylist():
+        if row["status"] in MEASURED:
+            problems += [f"{row['io']} row: {p}" for p in value_problems(row)]
+    if problems:
+        raise ShardProblem("its values are impossible (" + "; ".join(problems) + ")")
+
+
 def read_checked(paths) -> pa.Table:
     """Every shard, checked, concatenated; a UserError naming every bad file if any is bad."""
     tables, problems = [], []
@@ -88,6 +143,7 @@ def read_checked(paths) -> pa.Table:
         try:
             table = read_conforming(p)
             check_rows(table, cell_named_by(p))
+            check_values(table)
             tables.append(table)
         except ShardProblem as exc:
             problems.append(f"{p}: {exc}")

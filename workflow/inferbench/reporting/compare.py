@@ -38,10 +38,11 @@ pytorch fp16 224 px b64: 36,454 -> 22,956 images/s) and 1.53x (H200), and a cont
 1.45x (onnxruntime fp32 32 px b1 on a shared 2-core machine, 2,643 -> 1,823), each with rounds
 that agreed within a few percent. HOST_MARGIN = 0.75 passes those and still calls a 2x slowdown.
 
-A cell ok in OLD and skipped, oom or error in NEW is "broke" (a backend missing after an image
-upgrade is a breakage too) and counts as a regression; the other way round is "fixed". A cell
-in OLD only is "missing" from NEW and counts as a regression as well: NEW did not show it still
-works. A cell in NEW only is counted, not compared.
+A cell ok in OLD and inaccurate, skipped, oom or error in NEW is "broke" (a backend missing after
+an image upgrade, or one whose outputs no longer match the fp32 reference, is a breakage too) and
+counts as a regression; the other way round is "fixed". A cell in OLD only is "missing" from NEW
+and counts as a regression as well: NEW did not show it still works. A cell in NEW only is
+counted, not compared.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ def format_report(table: pd.DataFrame, counts: dict) -> str:
                      f"{len(changed)} of them changed beyond that.")
     lines.append(f"Not compared: {counts['missing']} missing (in OLD only), {counts['only_new']} only in NEW, "
                  f"{counts['not_ok_in_both']} not ok in both, {counts['fixed']} fixed (not ok -> ok), "
-                 f"{counts['broke']} broke (ok -> skipped/oom/error).")
+                 f"{counts['broke']} broke (ok -> inaccurate/skipped/oom/error).")
     lines += [f"broke: {name}" for name in counts["broke_cells"]]
     lines += [f"missing: {name}" for name in counts["missing_cells"]]
     return "\n".join(lines)

@@ -311,7 +311,7 @@ def plot_gpu_memory(df: pd.DataFrame, resolution: int, path: Path) -> Path:
 # ---------------------------------------------------------------- cross-resolution figures
 
 
-STATUS_SHORT = {"skipped": "skip", "oom": "OOM", "error": "err"}
+STATUS_SHORT = {"skipped": "skip", "oom": "OOM", "error": "err", "inaccurate": "inacc"}
 
 
 def speedup_matrix(df: pd.DataFrame):
@@ -358,7 +358,8 @@ def plot_speedup_heatmap(df: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("backend·precision·device")
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, label="speedup (× pytorch fp32 throughput)", shrink=0.6)
-    note = "grey: skip = skipped, OOM = out of memory, err = error, n/b = ok but no pytorch fp32 baseline"
+    note = ("grey: skip = skipped, OOM = out of memory, err = error, inacc = inaccurate (outputs not the model's),"
+            "\nn/b = ok but no pytorch fp32 baseline")
     if len(hidden):
         note += f"\n{len(hidden)} series skipped in every cell are not shown (see the tables)"
     add_footnote(fig, note)

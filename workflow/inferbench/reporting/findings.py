@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from inferbench.reporting import timebudget
-from inferbench.reporting.summary import COMPARABLE, SPEEDUP_COLUMN, is_baseline, ok_cells, prepared
+from inferbench.reporting.summary import (COMPARABLE, NOT_OK_STATUSES, SPEEDUP_COLUMN, is_baseline, ok_cells,
+                                          prepared)
 
 DEFAULT_CV_THRESHOLD = 0.05  # std/mean above 5%: the median still holds, but compare with care
 # A timed loop keeps a GPU busy near 100% unless the host cannot launch kernels fast enough.
@@ -209,6 +210,25 @@ def accuracy_losses(df: pd.DataFrame, top1_threshold: float = DEFAULT_TOP1_THRES
         names = ", ".join(below["series"])
         sentences.append(f"Below {100 * top1_threshold:.0f}% top-1 agreement somewhere: {names}.")
     return Finding(title, sentences, table)
+
+
+def inaccurate_cells(df: pd.DataFrame) -> Finding | None:
+    """Cells whose outputs disagree with the fp32 reference beyond their precision's tolerance
+    (inferbench.measure.tolerance): read before any figure, since none of theirs is the model's.
+    None when there are none."""
+    bad = df[df["status"] == "inaccurate"]
+    if bad.empty:
+        return None
+    cols = [c for c in ("series", "resolution", "batch_size", "top1_agreement", "max_abs_err", "reason")
+            if c in bad.columns]
+    table = bad[cols].drop_duplicates(["series", "resolution", "batch_size"]).round(6).reset_index(drop=True)
+    names = "; ".join(f"{r.series} at {r.resolution} px, batch {r.batch_size}: {r.reason}" for r in table.itertuples())
+    count = f"{len(table)} cell" + ("s" if len(table) > 1 else "")
+    return Finding(f"Outputs that disagree with the fp32 reference in {count}", [
+        f"These cells ran, but their outputs are not the model's: {names}. Their figures are in the tables, "
+        "marked, and left out of every ranking, speedup baseline, figure and finding. A wrong artifact is the usual "
+        "cause: delete it and run snakemake again, which exports it again and measures its cells again."],
+        table, alert=True)
 
 
 # ---------------------------------------------------------------- noise
@@ -434,7 +454,7 @@ def share_of_peak(df: pd.DataFrame) -> Finding | None:
 
 def failures_by_reason(df: pd.DataFrame) -> Finding:
     title = "Cells that did not run, by reason"
-    bad = df[df["status"] != "ok"]
+    bad = df[df["status"].isin(NOT_OK_STATUSES)]
     if bad.empty:
         return Finding(title, [f"All {len(df)} cells ran."])
     rows = []
@@ -461,6 +481,7 @@ def derive_findings(summary: pd.DataFrame, cv_threshold: float = DEFAULT_CV_THRE
     warnings, check_section = harness_check(check, check_state, sample)
     items = [
         *warnings,
+        inaccurate_cells(df),
         best_per_resolution(df),
         best_per_batch(df),
         share_of_peak(df),

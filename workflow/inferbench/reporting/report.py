@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from inferbench.errors import UserError
+from inferbench.measure.tolerance import RELATIVE_TOLERANCE
 from inferbench.reporting import figures, findings, tables
 from inferbench.reporting.summary import normalise, tidy_table
 
@@ -169,7 +170,10 @@ def method(df: pd.DataFrame) -> list[str]:
                  "CPU was).")
     lines.append("Compilation, export and loading are never inside the timed window; they are reported "
                  "separately (export_s, load_s, compile_s, first_run_ms in the CSV).")
-    lines.append("Accuracy: max_abs_err and top-1 agreement against the fp32 pytorch output on the same input.")
+    lines.append("Accuracy: max_abs_err and top-1 agreement against the fp32 pytorch output on the same input. "
+                 "A cell whose max_abs_err exceeds its precision's tolerance (a fraction of the largest reference "
+                 "logit: " + ", ".join(f"{k} {v:g}" for k, v in RELATIVE_TOLERANCE.items())
+                 + ") is `inaccurate`: its figures are shown, marked, and never ranked.")
     lines += IO_MEANING
     lines += worker_lines(ok)
     settings = ok["measurement"].dropna().unique()

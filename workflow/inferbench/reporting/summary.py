@@ -41,8 +41,12 @@ TIDY_COLUMNS = [
     "best_in_batch", "export_s", "load_s", "compile_s", "first_run_ms",
 ]
 
+# Statuses of a cell that was timed: its figures are shown. Only "ok" is ranked, starred, a
+# baseline or a finding; an "inaccurate" cell's outputs disagree with the fp32 reference, so its
+# figures are not this model's.
+MEASURED_STATUSES = ("ok", "inaccurate")
 # Statuses of a cell that did not produce a measurement.
-NOT_OK_STATUSES = tuple(s for s in schema.STATUSES if s != "ok")
+NOT_OK_STATUSES = tuple(s for s in schema.STATUSES if s not in MEASURED_STATUSES)
 
 
 # ---------------------------------------------------------------- reading
@@ -153,8 +157,8 @@ def with_speedup(df: pd.DataFrame) -> pd.DataFrame:
     base = base.drop_duplicates(COMPARABLE)
     out = df.merge(base, on=COMPARABLE, how="left")
     out.index = df.index
-    ok = out["status"] == "ok"
-    out[SPEEDUP_COLUMN] = (out["throughput_ips"] / out["_base_ips"]).where(ok)
+    measured = out["status"].isin(MEASURED_STATUSES)
+    out[SPEEDUP_COLUMN] = (out["throughput_ips"] / out["_base_ips"]).where(measured)
     return out.drop(columns="_base_ips")
 
 

@@ -4,7 +4,9 @@ The cells, their derived columns and the best of each batch come from the summar
 (inferbench.reporting.summary); this module formats them and lays them out.
 
 Every cell of the sweep appears, ok or not: a skipped, oom or failed cell is shown
-with its reason, because "TensorRT could not run here" is itself a result. In Markdown
+with its reason, because "TensorRT could not run here" is itself a result. An inaccurate cell
+(outputs beyond its precision's tolerance) keeps its figures, marked, with the reason; it is never
+starred. In Markdown
 and HTML, a row whose every cell was skipped for one reason (every cuda row on a machine
 without a GPU) is one line under its table, one line per reason, instead of a row that
 repeats "skipped" at every batch size; the CSV keeps one row per cell.
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from inferbench.reporting.summary import NOT_OK_STATUSES, SPEEDUP_COLUMN, tidy_table
+from inferbench.reporting.summary import MEASURED_STATUSES, NOT_OK_STATUSES, SPEEDUP_COLUMN, tidy_table
 
 MEMORY_NOTE = "peak memory: process GPU memory (NVML) for cuda cells, peak host RSS for cpu cells"
 SPEEDUP_NOTE = "speedup: throughput over the pytorch fp32 cell of the same device, io and batch size"
@@ -29,6 +31,10 @@ SPREAD_NOTE = ("throughput: the median of the cell's timed rounds; rounds spread
                "(fastest over slowest, minus 1): two cells closer than that are not told apart")
 BEST_MARK = "★"
 HOST_BOUND_MARK = "†"
+INACCURATE_MARK = "✗"
+INACCURATE_NOTE = (f"{INACCURATE_MARK} inaccurate: the outputs disagree with the fp32 reference beyond what the "
+                   "precision allows (the footnote says by how much), so the figures are not this model's: shown, "
+                   "never starred, ranked or taken as a baseline")
 HOST_BOUND_NOTE = (f"{HOST_BOUND_MARK} host-bound: the host took at least 0.8 of the GPU's time for a call just to "
                    "issue it (median enqueue over median CUDA-event time), so the figure is the host CPU's pace")
 
@@ -124,11 +130,13 @@ def status_text(row, keys: dict[str, str]) -> str:
 def overview_frame(tidy: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
     """Rows series, columns batch sizes, cells "throughput (speedup)" with the best marked."""
     def cell(row) -> str:
-        if row["status"] != "ok":
+        if row["status"] not in MEASURED_STATUSES:
             return status_text(row, keys)
         text = f"{fmt_sig(row['throughput_ips'])} ({fmt_speedup(row[SPEEDUP_COLUMN]) or 'no baseline'})"
         if is_host_bound(row):
             text += f" {HOST_BOUND_MARK}"
+        if row["status"] == "inaccurate":
+            return f"{INACCURATE_MARK} {text} {status_text(row, keys)}"
         return f"{BEST_MARK} {text}" if row["best_in_batch"] else text
 
     return by_batch(tidy, tidy.apply(cell, axis=1) if len(tidy) else [])
@@ -177,6 +185,7 @@ def details_frame(tidy: pd.DataFrame, keys: dict[str, str]) -> pd.DataFrame:
     out = pd.DataFrame(index=tidy.index)
     out["series"] = [f"{BEST_MARK} {s}" if b else s for s, b in zip(tidy["series"], tidy["best_in_batch"])]
     out["status"] = [((f"ok {HOST_BOUND_MARK}" if is_host_bound(r) else "ok") if r["status"] == "ok"
+                      else f"{INACCURATE_MARK} {status_text(r, keys)}" if r["status"] == "inaccurate"
                       else status_text(r, keys)) for _, r in tidy.iterrows()]
     for col, fmt in DETAIL_FORMATS.items():
         out[col] = tidy[col].map(fmt)
@@ -203,7 +212,8 @@ NOTHING_RAN = "No cell at this resolution ran."
 
 def notes(keys: dict[str, str]) -> list[str]:
     lines = [f"{BEST_MARK} best throughput in its batch size (per device and io mode).", SPEEDUP_NOTE + ".",
-             MEMORY_NOTE + ".", SPREAD_NOTE + ".", HOST_BOUND_NOTE + ".", EFFICIENCY_NOTE + "."]
+             MEMORY_NOTE + ".", SPREAD_NOTE + ".", HOST_BOUND_NOTE + ".", EFFICIENCY_NOTE + ".",
+             INACCURATE_NOTE + "."]
     lines += [f"[{k}] {text}" for text, k in keys.items()]
     return lines
 
@@ -255,6 +265,7 @@ table.ib th { background: #f0f0f0; }
 table.ib td.label, table.ib th.label { text-align: left; }
 table.ib td.best { background: #d9f2d9; font-weight: bold; }
 table.ib td.notok { color: #888; background: #fafafa; }
+table.ib td.inaccurate { color: #a00; background: #fdf0f0; }
 ul.notes { font-size: 13px; color: #444; }
 ul.notrun { font-size: 13px; color: #666; margin-top: -0.6em; }
 """
@@ -262,10 +273,12 @@ ul.notrun { font-size: 13px; color: #666; margin-top: -0.6em; }
 
 def cell_classes(tidy: pd.DataFrame) -> pd.Series:
     """Each cell's CSS class, from its data: "best" for the best of its batch, "notok" for a cell
-    that did not run."""
+    that did not run, "inaccurate" for one whose outputs are not the model's."""
     best = tidy["best_in_batch"].astype(bool)
     not_ok = tidy["status"].isin(NOT_OK_STATUSES)
-    return pd.Series(np.select([best, not_ok], ["best", "notok"], ""), index=tidy.index, dtype=object)
+    inaccurate = tidy["status"] == "inaccurate"
+    return pd.Series(np.select([best, not_ok, inaccurate], ["best", "notok", "inaccurate"], ""), index=tidy.index,
+                     dtype=object)
 
 
 def overview_classes(tidy: pd.DataFrame) -> pd.DataFrame:
@@ -276,7 +289,8 @@ def overview_classes(tidy: pd.DataFrame) -> pd.DataFrame:
 def details_classes(tidy: pd.DataFrame) -> pd.DataFrame:
     """The CSS classes of details_frame's cells: only the status column shows one."""
     classes = pd.DataFrame("", index=tidy.index, columns=["series", "status", *DETAIL_FORMATS])
-    classes["status"] = np.where(tidy["status"].isin(NOT_OK_STATUSES), "notok", "")
+    classes["status"] = np.select([tidy["status"].isin(NOT_OK_STATUSES), tidy["status"] == "inaccurate"],
+                                  ["notok", "inaccurate"], "")
     return classes.rename(columns=DETAIL_HEADERS)
 
 
