@@ -12,7 +12,7 @@ run measures that cell again.
 
 A watch rather than the other two ways: PR_SET_PDEATHSIG fires on the death of the parent, which
 for a job is its shell (and, in the image, Apptainer's starter), not Snakemake; and a lock handed
-down to the jobs would keep a new run waiting for a cell nobody will record. Apptainer shares the
+down to the jobs would refuse a new run for as long as a cell runs that nobody will record. Apptainer shares the
 host's PID namespace by default, so a job in the image sees Snakemake's process too. Where it
 cannot (another PID namespace, a cluster node), the named process is not there when the watch
 starts, and nothing is watched.
