@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -230,6 +231,11 @@ def test_run_identity_reaches_the_containerised_jobs(apptainer_run):
         assert env["PYTHONPATH"] == "workflow", env
         run_ids.add((env["INFERBENCH_RUN_ID"], env["INFERBENCH_CONFIG_SHA256"]))
     assert len(run_ids) == 1, run_ids
+    # the Snakemake process the jobs watch (inferbench.process.lifeline), seen through the wrapper,
+    # and the console each job's shell keeps, inside it (inferbench.process.console)
+    runners = {call["env"]["INFERBENCH_SNAKEMAKE_PID"] for call in r["execs"]}
+    assert len(runners) == 1 and re.fullmatch(r"\d+:\d+", runners.pop() or ""), runners
+    assert all("exec 3>&2; export INFERBENCH_CONSOLE_FD=3;" in inner_script(c) for c in r["execs"]), r["exec_lines"]
     # PYTHONPATH=workflow is relative to the job's directory: the checkout's package
     assert (r["checkout"] / "workflow" / "inferbench" / "__init__.py").is_file()
 

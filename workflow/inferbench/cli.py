@@ -7,7 +7,8 @@ import importlib
 import sys
 
 from inferbench import __version__
-from inferbench.errors import UserError
+from inferbench.errors import NO_SPACE_EXIT, UserError, is_no_space
+from inferbench.process import console, lifeline
 
 # subcommand name -> module under inferbench.commands
 COMMANDS = {
@@ -43,13 +44,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    console.adopt()
     args = build_parser().parse_args(argv)
     try:
-        return int(args._run(args) or 0)
+        # a job whose Snakemake has died stops (inferbench.process.lifeline)
+        with lifeline.watching():
+            return int(args._run(args) or 0)
     except UserError as exc:
         # Errors for people: one message, no traceback, non-zero exit.
         print(f"inferbench {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if not is_no_space(exc):
+            raise
+        # said on the console too: the job's log is most likely on the full disk
+        console.say(f"inferbench {args.command}: error: {console.no_space_message(exc.filename or output_of(args))}")
+        return NO_SPACE_EXIT
+
+
+def output_of(args) -> str | None:
+    """What the command was writing, for a disk-full error that names no file (pyarrow's)."""
+    for name in ("out", "outdir", "html", "md", "csv"):
+        if getattr(args, name, None):
+            return getattr(args, name)
+    return None
 
 
 if __name__ == "__main__":

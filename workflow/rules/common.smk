@@ -51,6 +51,17 @@ from inferbench.records.environment import git_commit
 os.environ.setdefault("INFERBENCH_GIT_COMMIT", git_commit(Path(workflow.basedir)) or "unknown")
 
 
+# Every job's shell keeps Snakemake's stderr as descriptor 3, for the one line a job must say there
+# when its log cannot be written (a full disk: inferbench.process.console).
+shell.prefix("set -euo pipefail; exec 3>&2; export INFERBENCH_CONSOLE_FD=3; ")
+# The process that runs the jobs, named to them: a job whose Snakemake has died stops
+# (inferbench.process.lifeline). Read by every process that reads this file, so on a cluster
+# node it is that node's Snakemake, not the submitting one (whose name the job may inherit).
+from inferbench.process import lifeline
+
+os.environ[lifeline.RUNNER_ENV] = lifeline.this_process()
+
+
 # Passed to every job, also on a cluster where jobs start in a fresh environment.
 envvars:
     "INFERBENCH_RUN_ID",
@@ -69,6 +80,11 @@ onstart:
         RESULTS_LOCK.append(runlock.hold(RESULTS))
     except UserError as _exc:
         raise WorkflowError(str(_exc))
+    from inferbench.process.console import low_space_warning
+
+    _warning = low_space_warning(RESULTS)
+    if _warning:
+        print(f"inferbench: warning: {_warning}", file=sys.stderr)
 
 
 RESULTS_LOCK = []  # the open lock file: kept referenced for the life of the run

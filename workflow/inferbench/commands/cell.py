@@ -157,6 +157,13 @@ def run_isolated(args, spec, started_at: float) -> int:
         os.replace(tmp, args.out)
         return 0
     Path(tmp).unlink(missing_ok=True)
+    if result.no_space:
+        # A full disk is not the cell's result: no shard, so the next run, with space, measures it.
+        from inferbench.errors import NO_SPACE_EXIT
+        from inferbench.process.console import relay_no_space
+
+        relay_no_space(result.output_tail, args.out)
+        return NO_SPACE_EXIT
     from inferbench.records.shard import write_shard
 
     if result.stopped_from_outside:

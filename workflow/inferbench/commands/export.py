@@ -44,7 +44,7 @@ def write_manifest(path: str, manifest: dict) -> None:
 
 def run(args) -> int:
     from inferbench.backends import load_backend
-    from inferbench.errors import Skip
+    from inferbench.errors import Skip, is_no_space
     from inferbench.measure.timing import process_age_s
     from inferbench.records.artifactcheck import content_fields
     from inferbench.sweep.spec import ExportSpec
@@ -69,6 +69,8 @@ def run(args) -> int:
         manifest.update(status="skipped", reason=str(exc))
         print(f"[inferbench export] skipped: {exc}", file=sys.stderr)
     except Exception as exc:
+        if is_no_space(exc):
+            raise  # not the export's result (inferbench.cli says so, and its job records nothing)
         traceback.print_exc()
         manifest.update(status="error", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:500])
     write_manifest(args.out, dict(manifest, **job_times(started_at)))
@@ -106,6 +108,14 @@ def run_isolated(args, manifest: dict, spec, started_at: float) -> int:
         # as for a cell (commands/cell.py): a killed export leaves no manifest, so it runs again
         print(f"[inferbench export] error: {result.describe()}. No manifest written: run snakemake again.", file=sys.stderr)
         return 1
+    if result.no_space:
+        # as for a cell: a full disk is not the export's result, and it runs again once there is space
+        from inferbench.errors import NO_SPACE_EXIT
+        from inferbench.process.console import relay_no_space
+
+        Path(args.out).unlink(missing_ok=True)
+        relay_no_space(result.output_tail, args.out)
+        return NO_SPACE_EXIT
     if not result.ok or not Path(args.out).exists():
         write_manifest(args.out, dict(manifest, status="error", reason=result.describe() or "the export wrote no manifest",
                                       **job_times(started_at)))

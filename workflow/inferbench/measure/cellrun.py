@@ -23,7 +23,7 @@ import traceback
 
 from inferbench.backends import load_backend
 from inferbench.backends.base import options_json
-from inferbench.errors import OOM_PHRASES, Skip
+from inferbench.errors import OOM_PHRASES, Skip, is_no_space
 from inferbench.measure.celllog import log
 from inferbench.measure.phases import (TimingContext, begin_worker, check_accuracy, draw_inputs, first_call, load_runner,
                                        read_peaks, setup_device, start_telemetry, time_io_mode, worker_started)
@@ -47,7 +47,10 @@ def describe(exc: BaseException) -> str:
 
 
 def failure(exc: BaseException) -> tuple[str, str]:
-    """(status, reason) of a cell or io mode that raised."""
+    """(status, reason) of a cell or io mode that raised. A full disk is none: it goes on up (to
+    inferbench.cli), and the cell, recorded nowhere, is measured by the next run."""
+    if is_no_space(exc):
+        raise exc
     log(traceback.format_exc())
     return ("oom" if is_oom(exc) else "error"), describe(exc)
 

@@ -11,6 +11,7 @@ a batch with another batch's logits.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -90,5 +91,13 @@ def _write(path: Path, logits, fp: list[float]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"logits": logits, "fingerprint": fp}, tmp)
+    # Serialised in memory, written by Python: on a full disk torch.save's own writer raises a
+    # RuntimeError that does not say why, which would be recorded as the cell's error.
+    data = io.BytesIO()
+    torch.save({"logits": logits, "fingerprint": fp}, data)
+    try:
+        tmp.write_bytes(data.getbuffer())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(tmp)) from exc  # naming the file, for the message
     os.replace(tmp, path)  # two cells racing write the same values; either file is whole

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from inferbench.process import forkclient
+from inferbench.process import forkclient, lifeline
 from inferbench.process.oomwatch import MemoryWatch
 from inferbench.process.result import ChildResult, OutputTail
 
@@ -46,19 +46,24 @@ def run_inferbench(args: list[str], timeout_s: float, env: dict, lock_dir: str,
     Returns how it ended, with the evidence of an out-of-memory kill if it was killed."""
 
     def to_log(line: str) -> None:
-        sys.stderr.write(line)
-        sys.stderr.flush()
+        try:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        except OSError:
+            pass  # a full disk under the log: keep reading, or the worker blocks on a full pipe
 
     output = OutputTail(to_log)  # one tail across a failed fork-server attempt and its fallback
     env = dict(env, **{LAUNCHED_AT_ENV: repr(time.time())})
     watches: list[MemoryWatch] = []
 
     def watch(pid: int) -> None:
+        lifeline.adopt(pid)  # stopped with this job if its Snakemake dies
         watches.append(MemoryWatch(pid))
 
     def with_evidence(result: ChildResult) -> ChildResult:
         for w in watches:
             w.stop()
+            lifeline.release(w.pid)
         # SIGKILL is how the kernel's OOM killer ends a process, and also how anyone else may:
         # only the watch's evidence tells them apart (inferbench.process.oomwatch)
         if watches and result.signal == signal.SIGKILL and not result.timed_out:

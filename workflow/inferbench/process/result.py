@@ -8,7 +8,7 @@ import collections
 import signal as signals
 from dataclasses import dataclass
 
-from inferbench.errors import OOM_PHRASES
+from inferbench.errors import NO_SPACE_EXIT, OOM_PHRASES
 
 # Signals by which someone outside ended the worker (a person, a scheduler, the machine shutting
 # down): nothing about the cell itself. SIGKILL counts only without evidence of an OOM kill.
@@ -60,6 +60,11 @@ class ChildResult:
     def stopped_from_outside(self) -> bool:
         """Ended by someone, not by its cell: a kill that was neither our timeout nor an OOM kill."""
         return self.signal in STOPPED_FROM_OUTSIDE and not self.timed_out and not self.oom_killed
+
+    @property
+    def no_space(self) -> bool:
+        """It stopped because a disk was full (inferbench.cli): nothing about the cell or export."""
+        return self.returncode == NO_SPACE_EXIT
 
     @property
     def printed_out_of_memory(self) -> bool:

@@ -29,7 +29,11 @@ def write_shard(rows: list[dict], path: str | Path) -> None:
     # A shard holds a row or two: column statistics, the stored Arrow schema and per-column
     # dictionary pages would make up more than half of each file. SHARD_SCHEMA's types round-trip
     # through Parquet's own schema (the shard checks and tests compare the read schema with it).
-    pq.write_table(table, tmp, write_statistics=False, store_schema=False, use_dictionary=False)
+    try:
+        pq.write_table(table, tmp, write_statistics=False, store_schema=False, use_dictionary=False)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk's half-written file would hold the space it lacks
+        raise
     os.replace(tmp, path)
 
 

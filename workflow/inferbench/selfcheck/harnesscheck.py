@@ -139,6 +139,9 @@ class Side:
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, text=True)
+        from inferbench.process import lifeline
+
+        lifeline.adopt(self.proc.pid)  # stopped with the check if its Snakemake dies mid-measurement
 
     def _read_line(self, timeout_s: float) -> str | None:
         box = []
@@ -179,6 +182,9 @@ class Side:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
+        from inferbench.process import lifeline
+
+        lifeline.release(self.proc.pid)
         self.log.close()
 
 

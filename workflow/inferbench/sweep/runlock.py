@@ -17,7 +17,8 @@ import os
 import socket
 from pathlib import Path
 
-from inferbench.errors import UserError
+from inferbench.errors import UserError, is_no_space
+from inferbench.process.console import no_space_message
 
 LOCK_NAME = ".inferbench-run.lock"
 
@@ -47,8 +48,14 @@ def hold(results_dir: str | Path):
         raise UserError(busy_message(Path(results_dir), holder)) from None
     f.seek(0)
     f.truncate()
-    f.write(json.dumps(holder_info(), sort_keys=True) + "\n")
-    f.flush()
+    try:
+        f.write(json.dumps(holder_info(), sort_keys=True) + "\n")
+        f.flush()
+    except OSError as exc:
+        f.close()
+        if is_no_space(exc):
+            raise UserError(no_space_message(path)) from None
+        raise
     return f
 
 
