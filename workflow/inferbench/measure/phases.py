@@ -1,11 +1,9 @@
 """The phases of measuring one cell, each a function that hands the next what it needs.
 
-inferbench.measure.cellrun runs them in order for a cell; `inferbench crosscheck` runs the same
-set-up, input drawing, load and timing for its harness side. Each phase returns a small typed
-result (inferbench.measure.results); inferbench.measure.rows turns those into the shard's rows.
-What is read beside the clock lives apart: the GPU's telemetry (inferbench.measure.telemetry),
-the trackers of a timed window (inferbench.measure.window: CPU pinning, launch cost, energy,
-NVML's samples), the error against the reference (inferbench.measure.accuracy).
+inferbench.measure.cellrun runs them in order (the harness check's side too); each returns a
+typed result (measure.results) that measure.rows turns into the shard's rows. What is read beside
+the clock lives apart: telemetry (measure.telemetry), a window's trackers (measure.window), the
+error against the reference (measure.accuracy).
 
   begin_worker    before torch is imported: threads, warm-worker facts, host peak restarted
   worker_started  torch imported: where the worker's start ends
@@ -36,6 +34,7 @@ from inferbench.measure.compileguard import compile_guard_for
 from inferbench.measure.results import DeviceSetup, GpuStart, Inputs, IoTiming, Loaded, Peaks, Started, Worker
 from inferbench.measure.telemetry.cellgpu import GpuTelemetry, nvml_index_for_visible_gpu
 from inferbench.measure.timing import CudaEventTimer, PerfCounterTimer, Settings
+from inferbench.models.registry import build_model
 from inferbench.sweep.spec import CellSpec
 
 
@@ -156,20 +155,15 @@ def load_runner(spec: CellSpec, backend, options, artifact_path: str | None, thr
     loading and compiling are recorded as load_s and compile_s, never timed as calls."""
     c = spec.cell
     t0 = time.perf_counter()
-    runner = backend.load(LoadContext(cell=c, options=options, artifact_path=artifact_path,
-                                      threads=threads, build_model=lambda: _build(spec),
-                                      compile_work=lambda: compile_guard_for(c.device), in_chans=spec.in_chans))
+    build = lambda: build_model(c.model, spec.weights, spec.seed)  # noqa: E731 (built only if the backend needs it)
+    runner = backend.load(LoadContext(cell=c, options=options, artifact_path=artifact_path, threads=threads,
+                                      build_model=build, compile_work=lambda: compile_guard_for(c.device),
+                                      in_chans=spec.in_chans))
     load_s = time.perf_counter() - t0
     facts = dict(json.loads(options_json(options)), **runner.facts)
     log(f"loaded in {load_s:.2f} s" + (f" (compile {runner.compile_s:.2f} s)" if runner.compile_s else ""))
     return Loaded(runner=runner, prepared=[runner.prepare(x) for x in inputs.device], load_s=load_s,
                   compile_s=runner.compile_s, backend_options=json.dumps(facts, sort_keys=True))
-
-
-def _build(spec: CellSpec):
-    from inferbench.models.registry import build_model
-
-    return build_model(spec.cell.model, spec.weights, spec.seed)
 
 
 # --- warm-up --------------------------------------------------------------------------------
@@ -294,7 +288,7 @@ def check_accuracy(spec: CellSpec, loaded: Loaded, inputs: Inputs, reference_cac
     if spec.cell.device == "cuda":
         import torch
 
-        torch.cuda.synchronize()
+        torch.cuda.synchronize()  # every stream: a backend may run on its own (ONNX Runtime)
     out = out.float().cpu().clone()
     loaded.close()
     log("accuracy check against fp32 eager PyTorch")
