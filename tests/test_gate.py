@@ -68,11 +68,12 @@ def test_the_gate_passes_an_a_a_comparison_under_load_and_catches_real_slowdowns
     ort = next(line for line in out.splitlines() if line.startswith("mobilenet_v3_small onnxruntime"))
     assert "slower" in ort and "confirmed slower when measured again in alternation" in out, out
 
-    # one real cell of r1, twice as slow in a summary alone (which cannot be measured again):
-    # beyond any margin the gate allows
+    # one real cell of r1, four times as slow in a summary alone (which cannot be measured again):
+    # beyond the contended margin (1.75x) and beyond the cell's own recorded noise, which on a
+    # loaded 2-core machine can itself exceed 100% of the latency
     slow = tmp_path / "slow"
     slow.mkdir()
-    write_summary(slowed(first, 2.0, first["backend"] == "pytorch"), slow / "summary.parquet")
+    write_summary(slowed(first, 4.0, first["backend"] == "pytorch"), slow / "summary.parquet")
     assert cli.main(["compare", r1, str(slow), "--fail-on-regression"]) == 1
     out = capsys.readouterr().out
     assert "1 slower" in out and "the verdict from the rows stands" in out, out

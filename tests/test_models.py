@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from inferbench import models
+from inferbench.models import registry as models
 from inferbench.errors import UserError
 from inferbench.models.work import count_flops
 from sweep import BIN, REPO, _env, snakemake, stop_forkservers

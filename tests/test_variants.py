@@ -110,7 +110,7 @@ def test_shards_from_before_variants_read_with_their_backend_as_backend_impl(tmp
     path.parent.mkdir(parents=True)
     pq.write_table(pa.table({"model": ["resnet18"], "backend": ["onnxruntime"], "device": ["cpu"],
                              "precision": ["fp32"], "resolution": [32], "batch_size": [2], "io": ["device"],
-                             "status": ["ok"]}), path)
+                             "status": ["skipped"], "reason": ["no CUDA device"]}), path)
     (row,) = read_checked([path]).to_pylist()
     assert row["backend_impl"] == "onnxruntime"
 
