@@ -1,5 +1,5 @@
 """The regression gate on real runs: two runs of one tiny CPU config, back to back while another
-process loads the CPU, pass `compare --fail-on-regression`; a 2x slowdown of one of their cells
+process loads the CPU, pass `compare --fail-on-regression`; a 4x slowdown of one of their cells
 does not. And the per-call host-bound flag, from the host's issue time and the GPU's time."""
 
 import multiprocessing
